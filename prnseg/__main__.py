@@ -1,0 +1,5 @@
+import sys
+
+from prnseg.cli import main
+
+sys.exit(main())

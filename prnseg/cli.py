@@ -1,0 +1,54 @@
+"""The ``prnseg`` command: one grammar, ``prnseg MODE [POSITIONAL] [--option value ...]``.
+
+Each mode lives in the part of the package that implements it and exposes ``add_arguments``
+and ``run``; this module only dispatches, importing a mode's module when that mode runs, so
+``prnseg --help`` and the torch-free modes never pay for torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from prnseg import __version__
+from prnseg.errors import PrnsegError
+
+# mode -> (module implementing it, one-line help). A mode is listed only once it works.
+MODES: dict[str, tuple[str, str]] = {
+    "synth": ("prnseg.training.data.synth_cli", "write the synthetic domain-shift benchmark (GTA5 + Cityscapes layouts)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prnseg",
+        description="Domain-adaptive semantic segmentation with pseudo-label self-refinement.",
+    )
+    parser.add_argument("--version", action="version", version=f"prnseg {__version__}")
+    sub = parser.add_subparsers(dest="mode", metavar="MODE")
+    for name, (module, help_text) in MODES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.mode is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(MODES[args.mode][0])
+    try:
+        return int(module.run(args) or 0)
+    except PrnsegError as exc:
+        print(f"prnseg {args.mode}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"prnseg {args.mode}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Image I/O contract shared by training and serving.
+
+Images come back as RGB uint8 (H, W, 3) whatever is on disk (grayscale, RGBA, 16-bit); every
+failure is an :class:`ImageReadError` naming the file and the reason. Every write is atomic:
+encode in memory, write a temporary file in the same folder, then rename, so a reader (or a
+re-run after a crash) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from prnseg.errors import ImageReadError
+from prnseg.serve.labels import CITYSCAPES_PALETTE
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def _read_raw(path: str | os.PathLike, flags: int) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise ImageReadError(p, "file not found")
+    data = p.read_bytes()
+    if not data:
+        raise ImageReadError(p, "file is empty (0 bytes)")
+    arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    if arr is None or arr.size == 0:
+        raise ImageReadError(p, "not a decodable image (corrupt or wrong format)")
+    return arr
+
+
+def to_rgb_uint8(arr: np.ndarray) -> np.ndarray:
+    """OpenCV-decoded array (gray / BGR / BGRA, 8 or 16 bit) -> RGB uint8."""
+    if arr.dtype == np.uint16:
+        arr = (arr >> 8).astype(np.uint8)
+    elif arr.dtype in (np.float32, np.float64):
+        arr = np.clip(arr * 255.0, 0, 255).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        return cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB)
+    if arr.shape[2] == 4:
+        return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB)
+    if arr.shape[2] == 1:
+        return cv2.cvtColor(arr[:, :, 0], cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read any supported image as RGB uint8 (H, W, 3)."""
+    return to_rgb_uint8(_read_raw(path, cv2.IMREAD_UNCHANGED))
+
+
+def read_label(path: str | os.PathLike, channel: int | None = None) -> np.ndarray:
+    """Read a label map without any conversion (uint8 or uint16, 2-D).
+
+    ``channel`` picks one channel (OpenCV's BGR order) from a multi-channel label file, as
+    SYNTHIA stores its class id in one channel of a 16-bit PNG. A multi-channel file without
+    ``channel`` is an error: it is a colour image, not a label map.
+    """
+    arr = _read_raw(path, cv2.IMREAD_UNCHANGED)
+    if arr.ndim == 3:
+        if channel is None:
+            raise ImageReadError(
+                path, f"label has {arr.shape[2]} channels; expected a single-channel id map")
+        arr = arr[:, :, channel]
+    return arr
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def encode_image(arr: np.ndarray, ext: str = ".png", jpeg_quality: int = 95) -> bytes:
+    """Encode a gray or RGB uint8 array (RGB order, converted for OpenCV here)."""
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    params: list[int] = []
+    if ext.lower() in (".jpg", ".jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+    ok, buf = cv2.imencode(ext, arr, params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode an array of shape {arr.shape} as {ext}")
+    return buf.tobytes()
+
+
+def write_image(path: str | os.PathLike, arr: np.ndarray, jpeg_quality: int = 95) -> None:
+    """Atomically write an RGB or single-channel image; the format follows the suffix."""
+    atomic_write_bytes(path, encode_image(arr, Path(path).suffix or ".png", jpeg_quality))
+
+
+def _png_chunk(tag: bytes, payload: bytes) -> bytes:
+    return (struct.pack(">I", len(payload)) + tag + payload
+            + struct.pack(">I", zlib.crc32(tag + payload) & 0xFFFFFFFF))
+
+
+def encode_palette_png(label: np.ndarray, palette=CITYSCAPES_PALETTE) -> bytes:
+    """Encode a uint8 id map as an indexed ('P'-mode) PNG: one byte per pixel on disk (the
+    trainIds themselves), shown in colour by any viewer. OpenCV cannot write these."""
+    label = np.ascontiguousarray(label, dtype=np.uint8)
+    if label.ndim != 2:
+        raise ValueError(f"palette PNG needs a 2-D id map, got shape {label.shape}")
+    h, w = label.shape
+    plte = np.zeros((256, 3), dtype=np.uint8)
+    plte[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), label], axis=1).tobytes()
+    return (b"\x89PNG\r\n\x1a\n"
+            + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
+            + _png_chunk(b"PLTE", plte.tobytes())
+            + _png_chunk(b"IDAT", zlib.compress(raw, 6))
+            + _png_chunk(b"IEND", b""))
+
+
+def write_palette_png(path: str | os.PathLike, label: np.ndarray, palette=CITYSCAPES_PALETTE) -> None:
+    atomic_write_bytes(path, encode_palette_png(label, palette))
+
+
+def list_images(root: str | os.PathLike, extensions=IMAGE_EXTENSIONS) -> list[Path]:
+    """All image files under ``root`` (recursive), sorted for a deterministic order."""
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in extensions)

@@ -1,0 +1,105 @@
+import os
+import subprocess
+import sys
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from prnseg.errors import ImageReadError
+from prnseg.serve import image_io
+
+
+def test_read_image_normalises_gray_rgba_and_16bit(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "c.png"), rgb[:, :, ::-1])
+    assert np.array_equal(image_io.read_image(tmp_path / "c.png"), rgb)
+    cv2.imwrite(str(tmp_path / "g.png"), rgb[:, :, 0])
+    g = image_io.read_image(tmp_path / "g.png")
+    assert g.shape == (12, 16, 3) and np.array_equal(g[:, :, 1], rgb[:, :, 0])
+    rgba = np.dstack([rgb[:, :, ::-1], np.full((12, 16), 7, np.uint8)])
+    cv2.imwrite(str(tmp_path / "a.png"), rgba)
+    assert np.array_equal(image_io.read_image(tmp_path / "a.png"), rgb)
+    cv2.imwrite(str(tmp_path / "w.png"), rgb[:, :, ::-1].astype(np.uint16) * 257)
+    assert np.array_equal(image_io.read_image(tmp_path / "w.png"), rgb)
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b"", "empty"),
+    (b"this is text, not an image", "not a decodable image"),
+])
+def test_bad_files_name_the_file(tmp_path, content, reason):
+    p = tmp_path / "bad.png"
+    p.write_bytes(content)
+    with pytest.raises(ImageReadError) as exc:
+        image_io.read_image(p)
+    msg = str(exc.value)
+    assert str(p) in msg and reason in msg and "\n" not in msg
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ImageReadError, match="file not found"):
+        image_io.read_image(tmp_path / "nope.jpg")
+
+
+def test_truncated_jpeg_is_an_error_or_decodes(tmp_path):
+    ok, buf = cv2.imencode(".jpg", np.zeros((64, 64, 3), np.uint8))
+    p = tmp_path / "t.jpg"
+    p.write_bytes(buf.tobytes()[:20])
+    with pytest.raises(ImageReadError):
+        image_io.read_image(p)
+
+
+def test_read_label_rejects_colour_labels(tmp_path):
+    cv2.imwrite(str(tmp_path / "l.png"), np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ImageReadError, match="single-channel"):
+        image_io.read_label(tmp_path / "l.png")
+    assert image_io.read_label(tmp_path / "l.png", channel=2).shape == (4, 4)
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    target = tmp_path / "sub" / "x.png"
+    image_io.write_image(target, np.full((5, 6), 3, np.uint8))
+    assert os.listdir(tmp_path / "sub") == ["x.png"]
+    assert cv2.imread(str(target), cv2.IMREAD_UNCHANGED).tolist() == [[3] * 6] * 5
+
+
+def test_atomic_write_cleans_up_on_failure(tmp_path, monkeypatch):
+    def boom(src, dst):
+        raise OSError("disk full")
+    monkeypatch.setattr(image_io.os, "replace", boom)
+    with pytest.raises(OSError):
+        image_io.atomic_write_bytes(tmp_path / "y.png", b"data")
+    assert os.listdir(tmp_path) == []
+
+
+def test_palette_png_stores_ids_and_palette(tmp_path):
+    label = np.array([[0, 1, 2], [13, 255, 18]], np.uint8)
+    data = image_io.encode_palette_png(label)
+    # decode by hand: the stored bytes are the ids, the PLTE chunk the Cityscapes colours
+    idat = data[data.index(b"IDAT") + 4:]
+    raw = zlib.decompressobj().decompress(idat)
+    rows = np.frombuffer(raw[: 2 * 4], np.uint8).reshape(2, 4)
+    assert np.array_equal(rows[:, 1:], label) and np.all(rows[:, 0] == 0)
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    assert rgb[1, 0].tolist() == [0, 0, 142]
+
+
+def test_serve_imports_without_torch():
+    code = "import sys, prnseg.serve; assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_serve_runs_when_torch_cannot_be_imported(tmp_path):
+    """Stronger than checking sys.modules: make `import torch` fail outright."""
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
+    code = ("import numpy as np, prnseg.serve as s; from prnseg.serve import image_io;"
+            "print(s.colorize(np.zeros((1, 1), np.uint8)).tolist())")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[[[128, 64, 128]]]"
