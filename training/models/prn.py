@@ -1,0 +1,66 @@
+"""Pseudo-label refinement network (PRN).
+
+Reads the teacher's multi-level encoder features and its decoder logits and predicts (a) refined
+logits as a residual on the input logits and (b) a per-pixel noise logit: the probability that
+the teacher's label at that pixel is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .decoders import ConvBNReLU
+
+
+class PRN(nn.Module):
+    """Light decoder over (features, softmax(logits)) with a residual-logit head and a noise head.
+
+    The residual head's last layer starts at zero, so an untrained PRN returns the input logits
+    unchanged: refinement starts from the teacher's labels instead of from noise. Features are
+    not detached here; the caller passes the teacher's (already detached) features.
+    """
+
+    def __init__(self, feature_channels: Sequence[int], num_classes: int = 19, channels: int = 64,
+                 num_blocks: int = 2):
+        super().__init__()
+        if num_blocks < 1:
+            raise ValueError(f"PRN needs num_blocks >= 1, got {num_blocks}")
+        self.feature_channels = list(feature_channels)
+        self.num_classes = num_classes
+        self.channels = channels
+        self.embed = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in self.feature_channels)
+        in_ch = channels * len(self.feature_channels) + num_classes
+        self.blocks = nn.Sequential(
+            *(ConvBNReLU(in_ch if i == 0 else channels, channels, 3) for i in range(num_blocks))
+        )
+        self.refine_head = nn.Conv2d(channels, num_classes, 1)
+        nn.init.zeros_(self.refine_head.weight)
+        nn.init.zeros_(self.refine_head.bias)
+        self.noise_head = nn.Conv2d(channels, 1, 1)
+
+    def forward(self, features: Sequence[torch.Tensor], logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (refined logits B x C x H4 x W4, noise logit B x 1 x H4 x W4) at the stride-4 feature size.
+
+        ``logits`` at another resolution are resized (bilinear) to the first feature map's size.
+        """
+        if len(features) != len(self.embed):
+            raise ValueError(f"PRN expects {len(self.embed)} feature maps, got {len(features)}")
+        if logits.shape[1] != self.num_classes:
+            raise ValueError(f"PRN expects {self.num_classes}-class logits, got {logits.shape[1]} channels")
+        size = features[0].shape[-2:]
+        if logits.shape[-2:] != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        levels = []
+        for level, (x, embed) in enumerate(zip(features, self.embed)):
+            y = embed(x)
+            if level > 0:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            levels.append(y)
+        probs = torch.softmax(logits.float(), dim=1).to(levels[0].dtype)
+        h = self.blocks(torch.cat([*levels, probs], dim=1))
+        refined = logits + self.refine_head(h).to(logits.dtype)
+        return refined, self.noise_head(h)
