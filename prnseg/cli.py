@@ -1,7 +1,8 @@
 """The ``prnseg`` command: one grammar, ``prnseg MODE [POSITIONAL] [--option value ...]``.
 
-Each mode lives in the part of the package that implements it and exposes ``add_arguments``
-and ``run``; this module only dispatches, importing a mode's module when that mode runs, so
+Each mode lives in the part of the package that implements it and exposes
+``add_<mode>_arguments`` and ``run_<mode>`` (or plain ``add_arguments`` and ``run``); this module
+only dispatches, importing a mode's module when that mode runs, so
 ``prnseg --help`` and the torch-free modes never pay for torch.
 """
 
@@ -17,7 +18,14 @@ from prnseg.errors import PrnsegError
 # mode -> (module implementing it, one-line help). A mode is listed only once it works.
 MODES: dict[str, tuple[str, str]] = {
     "synth": ("prnseg.training.data.synth_cli", "write the synthetic domain-shift benchmark (GTA5 + Cityscapes layouts)"),
+    "train": ("prnseg.training.train_cli", "adapt a segmenter: source_only, self_training or prn (the full method)"),
+    "eval": ("prnseg.training.train_cli", "score a checkpoint on a labelled split (mIoU, per-class IoU, pseudo-label quality)"),
 }
+
+
+def _entry(mode: str, pattern: str, fallback: str):
+    module = importlib.import_module(MODES[mode][0])
+    return getattr(module, pattern.format(mode), None) or getattr(module, fallback)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="mode", metavar="MODE")
     for name, (module, help_text) in MODES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module).add_arguments(p)
+        _entry(name, "add_{}_arguments", "add_arguments")(p)
     return parser
 
 
@@ -39,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode is None:
         parser.print_help()
         return 2
-    module = importlib.import_module(MODES[args.mode][0])
+    run = _entry(args.mode, "run_{}", "run")
     try:
-        return int(module.run(args) or 0)
+        return int(run(args) or 0)
     except PrnsegError as exc:
         print(f"prnseg {args.mode}: error: {exc}", file=sys.stderr)
         return 2

@@ -56,7 +56,7 @@ class ModelConfig:
     arch: str = "mit_b5"  # tiny | mit_b0 .. mit_b5
     head: str = "daformer"  # daformer | segformer
     pretrained: str = ""  # local Hugging Face-format directory or hub id; empty = from scratch
-    head_channels: int = 256
+    head_channels: int = 0  # 0 = the reference width for arch/head (DAFormer 256; tiny 32)
     drop_path_rate: float = 0.1
     num_classes: int = 19
 
@@ -209,6 +209,11 @@ def _coerce(tp, value, key: str):
             raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
         return float(value)

@@ -1,0 +1,42 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Keep torch from oversubscribing the small CI machines; each test process uses few threads.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def run_cli(*args, check=True, timeout=600, env=None, cwd=None) -> subprocess.CompletedProcess:
+    """Run ``prnseg ARGS`` as a real subprocess, as a user would."""
+    proc = subprocess.run([sys.executable, "-m", "prnseg", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=cwd)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"prnseg {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A small synthetic benchmark shared by the training, eval and export tests."""
+    from prnseg.training.data.synthetic import write_benchmark
+
+    root = tmp_path_factory.mktemp("synth")
+    write_benchmark(root, n_source=10, n_target=8, n_val=4, size=(256, 128), seed=0, workers=1, progress=False,
+                    overwrite=True)
+    return root
+
+
+def tiny_train_args(root: Path, out: Path, mode: str = "prn", iters: int = 3, extra=()) -> list[str]:
+    """`prnseg train` arguments for a seconds-long run on the shared tiny benchmark."""
+    sets = [
+        f"data.source.root={root / 'gta'}", f"data.target.root={root / 'cityscapes'}",
+        "data.source.resize=[256,128]", "data.target.resize=[256,128]", "data.val.resize=[256,128]",
+        "data.crop=[128,128]", "data.workers=0", f"uda.mode={mode}", f"train.iters={iters}",
+        "train.eval_every=0", "train.checkpoint_every=1", "train.log_every=1", "prn.start_iter=1",
+        "uda.contrastive.max_samples=256", *extra,
+    ]
+    return ["train", "--config", "synthetic", "--out", str(out), "--no-progress",
+            *[a for s in sets for a in ("--set", s)]]

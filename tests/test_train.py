@@ -1,0 +1,154 @@
+"""Training, resume and evaluation through the real CLI on a tiny synthetic benchmark."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from prnseg.training.checkpoint import load_checkpoint, save_checkpoint
+from prnseg.training.config import load_config
+
+from conftest import run_cli, tiny_train_args
+
+EXPECTED_TERMS = {
+    "source_only": {"source"},
+    "self_training": {"source", "target", "pseudo_weight"},
+    "prn": {"source", "target", "prn_ref", "prn_noise", "contrast_src", "contrast_tgt", "noisy_frac"},
+}
+
+
+@pytest.mark.parametrize("mode", ["source_only", "self_training", "prn"])
+def test_each_mode_trains_logs_every_term_and_checkpoints(synth_root, tmp_path, mode):
+    out = tmp_path / mode
+    proc = run_cli(*tiny_train_args(synth_root, out, mode=mode, iters=2))
+    assert "next: prnseg eval" in proc.stdout
+    state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    assert state["step"] == 2 and state["meta"]["mode"] == mode
+    assert ("teacher" in state) == (mode != "source_only")
+    assert ("prn" in state) == (mode == "prn")
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2]
+    assert EXPECTED_TERMS[mode] <= set(rows[0])
+    assert (out / "config.yaml").is_file()
+
+
+def test_training_never_reads_target_train_labels(synth_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    shutil.rmtree(root / "cityscapes" / "gtFine" / "train")
+    run_cli(*tiny_train_args(root, tmp_path / "run", mode="prn", iters=2))
+
+
+def _cfg(root, iters, mode="prn"):
+    return load_config("synthetic", [
+        f"data.source.root={root / 'gta'}", f"data.target.root={root / 'cityscapes'}",
+        "data.source.resize=[256,128]", "data.target.resize=[256,128]", "data.crop=[128,128]",
+        "data.workers=0", f"uda.mode={mode}", f"train.iters={iters}", "train.eval_every=0",
+        "train.checkpoint_every=100", "prn.start_iter=1", "uda.contrastive.max_samples=256"])
+
+
+def test_resume_continues_exactly(synth_root, tmp_path):
+    from prnseg.training.trainer import UDATrainer
+
+    torch.set_num_threads(1)
+    straight = UDATrainer(_cfg(synth_root, 4), tmp_path / "a", progress=False)
+    straight.fit()
+
+    first = UDATrainer(_cfg(synth_root, 4), tmp_path / "b", progress=False)
+    batches = iter(first.build_loader())
+    for _ in range(2):
+        first.train_step(next(batches))
+    first.save()
+    resumed = UDATrainer(_cfg(synth_root, 4), tmp_path / "b", resume=True, progress=False)
+    assert resumed.step == 2
+    resumed.fit()
+    for name in ("student", "prn"):
+        a = getattr(straight, name).state_dict()
+        b = getattr(resumed, name).state_dict()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{name}.{k} differs after resume"
+    ta, tb = straight.teacher.state_dict()["model"], resumed.teacher.state_dict()["model"]
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_resume_refuses_a_different_model_config(synth_root, tmp_path):
+    run_cli(*tiny_train_args(synth_root, tmp_path / "r", mode="prn", iters=1))
+    args = tiny_train_args(synth_root, tmp_path / "r", mode="self_training", iters=2) + ["--resume"]
+    proc = run_cli(*args, check=False)
+    assert proc.returncode == 2 and "different 'uda' config" in proc.stderr
+
+
+def test_sigkill_then_resume(synth_root, tmp_path):
+    out = tmp_path / "killed"
+    args = tiny_train_args(synth_root, out, mode="prn", iters=40)
+    proc = subprocess.Popen([sys.executable, "-m", "prnseg", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            if (out / "last.pt").exists() and load_checkpoint(out / "last.pt")["step"] >= 3:
+                break
+            assert proc.poll() is None, "training ended before it could be killed"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    step = load_checkpoint(out / "last.pt")["step"]  # never truncated: it loads whatever the kill hit
+    assert 3 <= step < 40
+    run_cli(*args, "--resume")
+    assert load_checkpoint(out / "last.pt")["step"] == 40
+    assert not [p for p in os.listdir(out) if p.endswith(".tmp")], "a temporary checkpoint was left behind"
+
+
+@pytest.fixture(scope="module")
+def prn_checkpoint(synth_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prn_run")
+    run_cli(*tiny_train_args(synth_root, out, mode="prn", iters=2))
+    return out / "last.pt"
+
+
+def test_eval_prints_and_writes_metrics(synth_root, prn_checkpoint, tmp_path):
+    js = tmp_path / "m.json"
+    proc = run_cli("eval", prn_checkpoint, "--data", synth_root / "cityscapes", "--json", js)
+    m = json.loads(js.read_text())
+    assert 0.0 <= m["miou"] <= 1.0 and len(m["per_class_iou"]) == 19 and m["n_images"] == 4
+    assert "mIoU (all)" in proc.stdout and "road" in proc.stdout
+    pl = m["pseudo_labels"]
+    assert {"raw", "refined", "noise_detector", "confidence_baseline"} <= set(pl)
+    assert 0.0 <= pl["noise_detector"]["auroc"] <= 1.0
+
+
+def test_eval_errors_are_one_line(synth_root, prn_checkpoint, tmp_path):
+    proc = run_cli("eval", prn_checkpoint, "--data", tmp_path / "missing", check=False)
+    assert proc.returncode == 2 and str(tmp_path / "missing") in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    proc = run_cli("eval", junk, "--data", synth_root / "cityscapes", check=False)
+    assert proc.returncode == 2 and "not a readable prnseg checkpoint" in proc.stderr
+
+    state = load_checkpoint(prn_checkpoint)
+    state["config"]["model"]["arch"] = "mit_b0"  # weights of a tiny model labelled as another model
+    other = tmp_path / "other.pt"
+    save_checkpoint(state, other)
+    proc = run_cli("eval", other, "--data", synth_root / "cityscapes", check=False)
+    assert proc.returncode == 2 and "do not fit the model" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+
+
+def test_missing_dataset_root_is_one_line(tmp_path):
+    args = tiny_train_args(tmp_path / "nowhere", tmp_path / "r", iters=1)
+    proc = run_cli(*args, check=False)
+    assert proc.returncode == 2 and str(tmp_path / "nowhere" / "gta") in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0

@@ -1,0 +1,74 @@
+"""Datasets from a training config: the paired UDA set and the labelled evaluation split."""
+
+from __future__ import annotations
+
+from prnseg.errors import ConfigError
+from prnseg.training.config import Config, DatasetConfig
+from prnseg.training.data.datasets import SegDataset, build_dataset
+from prnseg.training.data.rcs import RareClassSampler
+from prnseg.training.data.transforms import build_test_pipeline, build_train_pipeline
+from prnseg.training.data.uda import UDADataset
+
+
+def _require_root(dcfg: DatasetConfig, key: str) -> str:
+    if not dcfg.root:
+        raise ConfigError(f"config key '{key}.root' is empty; pass --set {key}.root=DIR")
+    return dcfg.root
+
+
+def build_source(cfg: Config) -> SegDataset:
+    d = cfg.data
+    pipeline = build_train_pipeline(resize=d.source.resize, crop=d.crop, cat_max_ratio=d.cat_max_ratio,
+                                    flip_prob=d.flip_prob)
+    return build_dataset(d.source.kind, _require_root(d.source, "data.source"), split=d.source.split,
+                         load_labels=True, pipeline=pipeline, seed=cfg.train.seed)
+
+
+def build_target(cfg: Config) -> SegDataset:
+    """The unlabelled target: built with ``load_labels=False`` so training never opens a target
+    label, whatever is on disk."""
+    d = cfg.data
+    pipeline = build_train_pipeline(resize=d.target.resize, crop=d.crop, cat_max_ratio=d.cat_max_ratio,
+                                    flip_prob=d.flip_prob)
+    return build_dataset(d.target.kind, _require_root(d.target, "data.target"), split=d.target.split,
+                         load_labels=False, pipeline=pipeline, seed=cfg.train.seed)
+
+
+class SourceOnly:
+    """Source items wrapped like UDA pairs, so one loop serves every mode."""
+
+    def __init__(self, source: SegDataset, seed: int):
+        self.source, self.seed = source, seed
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, idx: int) -> dict:
+        import numpy as np
+
+        return {"source": self.source.get(int(idx), np.random.default_rng([self.seed, int(idx)]))}
+
+
+def build_uda_dataset(cfg: Config, with_target: bool = True):
+    source = build_source(cfg)
+    if not with_target:
+        return SourceOnly(source, cfg.train.seed)
+    rcs = None
+    if cfg.data.rcs.enabled:
+        r = cfg.data.rcs
+        rcs = RareClassSampler(source, temperature=r.temperature, min_pixels=r.min_pixels,
+                               min_crop_ratio=r.min_crop_ratio, num_classes=cfg.model.num_classes)
+    return UDADataset(source, build_target(cfg), rcs=rcs, seed=cfg.train.seed)
+
+
+def val_dataset_config(cfg: Config) -> DatasetConfig:
+    """The labelled evaluation split; an empty val root means the target root."""
+    v = cfg.data.val
+    return DatasetConfig(kind=v.kind, root=v.root or cfg.data.target.root, split=v.split, resize=v.resize)
+
+
+def build_eval_dataset(kind: str, root: str, split: str) -> SegDataset:
+    """Labelled images at file resolution; the evaluator resizes and maps back itself."""
+    return build_dataset(kind, root, split=split, load_labels=True, pipeline=None)
+
+

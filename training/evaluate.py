@@ -1,0 +1,201 @@
+"""Evaluation: target mIoU of a segmenter, and the quality of its pseudo-labels.
+
+Images are resized to the config's test scale (keep ratio, as in training), padded to a
+multiple of 32, and the logits are resized back to each label's own resolution before the
+argmax, as DAFormer's whole-image test does. Pseudo-label quality scores the teacher's raw
+labels against the PRN-refined ones, and the PRN's noise probability against the baseline
+detector ``1 - max softmax`` on the true error pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from prnseg.errors import PrnsegError
+from prnseg.training.checkpoint import load_checkpoint
+from prnseg.training.config import Config, config_from_dict
+from prnseg.training.data.builder import build_eval_dataset, val_dataset_config
+from prnseg.training.data.transforms import build_test_pipeline
+from prnseg.training.metrics import ConfusionMatrix, PseudoLabelQuality
+from prnseg.training.models.factory import create_model, create_prn
+from prnseg.training.models.segmentor import pad_to_multiple
+
+
+def _prepare(rgb: np.ndarray, pipeline, device) -> torch.Tensor:
+    sample = pipeline({"img": rgb, "gt": None}, np.random.default_rng(0))
+    x = torch.from_numpy(np.ascontiguousarray(sample["img"].transpose(2, 0, 1), dtype=np.float32))
+    return x[None].to(device)
+
+
+def _to_label_size(t: torch.Tensor, size_hw, pad) -> torch.Tensor:
+    """Stride-4 maps of a padded input -> the label's size: upsample to the padded input, crop
+    the padding, resize to the label."""
+    ph = size_hw[0] + pad[3]
+    pw = size_hw[1] + pad[1]
+    t = F.interpolate(t.float(), size=(ph, pw), mode="bilinear", align_corners=False)
+    return t[..., : size_hw[0], : size_hw[1]]
+
+
+@torch.no_grad()
+def run_networks(model, prn, rgb: np.ndarray, pipeline, device, out_hw=None, amp_dtype=None) -> dict:
+    """Logits (and PRN outputs when ``prn`` is given) at the label resolution for one image."""
+    x = _prepare(rgb, pipeline, device)
+    resized_hw = x.shape[-2:]
+    xp, pad = pad_to_multiple(x, model.output_stride)
+    ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else torch.autocast(device.type, enabled=False)
+    with ctx:
+        out = model(xp)
+        ref = noise = None
+        if prn is not None:
+            ref, noise = prn([f.detach() for f in out.features], out.logits)
+    out_hw = out_hw or rgb.shape[:2]
+
+    def full(t):
+        t = _to_label_size(t, resized_hw, pad)
+        return F.interpolate(t, size=tuple(out_hw), mode="bilinear", align_corners=False)[0]
+
+    result = {"logits": full(out.logits)}
+    if prn is not None:
+        result["refined_logits"] = full(ref)
+        result["noise_prob"] = torch.sigmoid(full(noise))[0]
+    return result
+
+
+def evaluate_segmentation(model, dataset, resize, device, classes="all", max_images=0, progress=True,
+                          amp_dtype=None) -> dict:
+    from tqdm import tqdm
+
+    model.eval()
+    pipeline = build_test_pipeline(resize=resize)
+    cm = ConfusionMatrix(model.num_classes)
+    n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
+    for i in tqdm(range(n), desc="eval", unit="img", disable=not progress):
+        rgb, gt = dataset.load_raw(i)
+        pred = run_networks(model, None, rgb, pipeline, device, gt.shape, amp_dtype)["logits"].argmax(0)
+        cm.update(pred.cpu().numpy(), gt)
+    result = cm.to_dict(classes)
+    result["n_images"] = n
+    return result
+
+
+def evaluate_pseudo_labels(teacher, prn, dataset, resize, device, noise_threshold=0.5, confidence_threshold=0.968,
+                           classes="all", max_images=0, progress=True, amp_dtype=None) -> dict:
+    """Raw (teacher argmax) vs refined (PRN) pseudo-labels and both noise detectors on labelled images."""
+    from tqdm import tqdm
+
+    teacher.eval()
+    prn.eval()
+    pipeline = build_test_pipeline(resize=resize)
+    quality = PseudoLabelQuality(teacher.num_classes, noise_threshold=noise_threshold,
+                                 confidence_threshold=confidence_threshold)
+    n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
+    for i in tqdm(range(n), desc="pseudo-labels", unit="img", disable=not progress):
+        rgb, gt = dataset.load_raw(i)
+        r = run_networks(teacher, prn, rgb, pipeline, device, gt.shape, amp_dtype)
+        conf, raw = torch.softmax(r["logits"], 0).max(0)
+        refined = r["refined_logits"].argmax(0)
+        quality.update(raw.cpu().numpy(), refined.cpu().numpy(), gt, r["noise_prob"].cpu().numpy(),
+                       conf.cpu().numpy())
+    summary = quality.summary(classes)
+    summary["n_images"] = n
+    return summary
+
+
+def build_models(cfg: Config, device):
+    m = cfg.model
+    model = create_model(arch=m.arch, head=m.head, num_classes=m.num_classes, pretrained=None,
+                         head_channels=m.head_channels or None, drop_path_rate=m.drop_path_rate).to(device)
+    prn = None
+    if cfg.uda.mode == "prn":
+        prn = create_prn(model, channels=cfg.prn.channels, num_blocks=cfg.prn.num_blocks).to(device)
+    return model, prn
+
+
+def load_models(path, weights: str = "student", device="cpu"):
+    """(config, segmenter with the chosen weights, PRN or None) from a training checkpoint."""
+    device = torch.device(device)
+    state = load_checkpoint(path, map_location=device)
+    cfg = config_from_dict(state["config"])
+    model, prn = build_models(cfg, device)
+    if weights == "teacher":
+        if "teacher" not in state:
+            raise PrnsegError(f"{path}: holds no EMA teacher (mode {cfg.uda.mode}); use --weights student")
+        sd = state["teacher"]["model"]
+    else:
+        sd = state["student"]
+    try:
+        model.load_state_dict(sd)
+        if prn is not None:
+            prn.load_state_dict(state["prn"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise PrnsegError(f"{path}: weights do not fit the model its config describes "
+                          f"({cfg.model.arch}/{cfg.model.head}): {first[:160]}") from None
+    model.eval()
+    return cfg, model, prn
+
+
+def _resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def evaluate_checkpoint(path, data_root, kind=None, split="val", weights="student", classes="all",
+                        max_images=0, device="auto", progress=True) -> dict:
+    device = _resolve_device(device)
+    cfg, model, prn = load_models(path, weights, device)
+    vcfg = val_dataset_config(cfg)
+    dataset = build_eval_dataset(kind or vcfg.kind, data_root, split)
+    if not dataset.has_labels:
+        raise PrnsegError(f"{data_root}: split '{split}' has no labels to evaluate against")
+    metrics = {"checkpoint": str(path), "weights": weights, "data": str(data_root), "split": split,
+               "classes": classes, **evaluate_segmentation(model, dataset, vcfg.resize, device, classes,
+                                                          max_images, progress)}
+    if prn is not None:
+        _, teacher, _ = load_models(path, "teacher", device)
+        metrics["pseudo_labels"] = evaluate_pseudo_labels(teacher, prn, dataset, vcfg.resize, device,
+                                                          cfg.prn.noise_threshold, cfg.uda.pseudo_threshold,
+                                                          classes, max_images, progress)
+    return metrics
+
+
+def evaluate_checkpoint_models(trainer, progress=False) -> dict:
+    """Periodic evaluation inside training: the student's target val mIoU, plus pseudo-label
+    quality of teacher + PRN (measurement only: val labels never feed a loss)."""
+    cfg = trainer.cfg
+    vcfg = val_dataset_config(cfg)
+    if not hasattr(trainer, "_val_dataset"):
+        trainer._val_dataset = build_eval_dataset(vcfg.kind, vcfg.root, vcfg.split)
+    ds = trainer._val_dataset
+    metrics = evaluate_segmentation(trainer.student, ds, vcfg.resize, trainer.device,
+                                    max_images=cfg.data.val_max_images, progress=progress,
+                                    amp_dtype=trainer.amp_dtype)
+    if trainer.prn is not None and trainer.teacher is not None:
+        metrics["pseudo_labels"] = evaluate_pseudo_labels(
+            trainer.teacher.model, trainer.prn, ds, vcfg.resize, trainer.device, cfg.prn.noise_threshold,
+            cfg.uda.pseudo_threshold, max_images=cfg.data.val_max_images, progress=progress,
+            amp_dtype=trainer.amp_dtype)
+        trainer.prn.train()
+    trainer.student.train()
+    return metrics
+
+
+def _pct(v) -> str:
+    return "  n/a" if v is None else f"{100 * v:5.1f}"
+
+
+def format_metrics(m: dict) -> str:
+    lines = [f"mIoU ({m.get('classes', 'all')}): {_pct(m['miou'])}   pixel accuracy: {_pct(m['pixel_accuracy'])}"
+             f"   images: {m.get('n_images', '?')}"]
+    lines += [f"  {name:<14} {_pct(v)}" for name, v in m["per_class_iou"].items()]
+    pl = m.get("pseudo_labels")
+    if pl:
+        nd, cb = pl["noise_detector"], pl["confidence_baseline"]
+        lines.append(f"pseudo-labels: raw mIoU {_pct(pl['raw']['miou'])} -> refined {_pct(pl['refined']['miou'])}")
+        lines.append(f"noise mask: precision {_pct(nd['precision'])} recall {_pct(nd['recall'])} "
+                     f"AUROC {_pct(nd['auroc'])}   (1 - max softmax baseline AUROC {_pct(cb['auroc'])})")
+    return "\n".join(lines)
+

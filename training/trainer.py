@@ -1,0 +1,389 @@
+"""The UDA training loop: it builds the parts and orchestrates one iteration; each loss, the EMA
+teacher and the augmentations live in their own modules.
+
+Modes (``uda.mode``):
+- ``source_only``: supervised on source, the lower bound;
+- ``self_training``: DAFormer-style EMA teacher + ClassMix pseudo-label self-training, no PRN;
+- ``prn``: the full method: the PRN, trained on FFT-perturbed source logits, refines the
+  teacher's target pseudo-labels and masks out the pixels it predicts to be noisy; plus the
+  pixel contrastive loss.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from prnseg.errors import PrnsegError
+from prnseg.training import distributed as dist_utils
+from prnseg.training.augment import strong_transform
+from prnseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from prnseg.training.config import Config, save_config
+from prnseg.training.data.uda import ResumableSampler
+from prnseg.training.ema import EMATeacher
+from prnseg.training.fft_perturb import fft_perturb_logits, sample_eps
+from prnseg.training.losses import (
+    ProjectionHead,
+    crop_pseudo_margins,
+    pixel_contrastive_loss,
+    prn_losses,
+    pseudo_label_weight,
+    seg_ce_loss,
+)
+from prnseg.training.models.factory import create_model, create_prn
+from prnseg.training.schedule import lr_factor
+
+
+def select_device(spec: str = "auto") -> torch.device:
+    if spec != "auto":
+        return torch.device(spec)
+    if torch.cuda.is_available():
+        return torch.device("cuda", dist_utils.local_rank())
+    return torch.device("cpu")
+
+
+def autocast_dtype(spec: str, device: torch.device):
+    """bf16 where the GPU supports it, else fp16 (with a grad scaler); no autocast on CPU."""
+    if spec == "none" or (spec == "auto" and device.type != "cuda"):
+        return None
+    if spec == "bf16" or (spec == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def cycle_batches(loader):
+    while True:
+        yield from loader
+
+
+@dataclass
+class StepResult:
+    """Loss terms stay device tensors until logged, so a CUDA step never waits on the host."""
+    losses: dict
+    lr: float
+
+    def scalars(self, step: int) -> dict[str, float]:
+        values = {k: float(v) for k, v in self.losses.items()}
+        for k, v in values.items():
+            if not math.isfinite(v):
+                raise PrnsegError(f"loss '{k}' became {v} at iteration {step}; lower optim.lr or use train.amp=none")
+        return values
+
+
+class UDATrainer:
+    def __init__(self, cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True):
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.progress = progress
+        self.device = select_device(cfg.train.device)
+        self.distributed = dist_utils.init_distributed(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        self.amp_dtype = autocast_dtype(cfg.train.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.mode = cfg.uda.mode
+        self._seed_everything(cfg.train.seed)
+
+        self.student = create_model(arch=cfg.model.arch, head=cfg.model.head, num_classes=cfg.model.num_classes,
+                                    pretrained=cfg.model.pretrained or None, head_channels=cfg.model.head_channels or None,
+                                    drop_path_rate=cfg.model.drop_path_rate).to(self.device)
+        self.prn = None
+        self.proj = None
+        if self.mode == "prn":
+            self.prn = create_prn(self.student, channels=cfg.prn.channels, num_blocks=cfg.prn.num_blocks).to(self.device)
+            if cfg.uda.contrastive.enabled:
+                self.proj = ProjectionHead(self.student.decode_head.channels, cfg.uda.contrastive.proj_channels).to(self.device)
+        self.teacher = None
+        if self.mode != "source_only":
+            self.teacher = EMATeacher(self.student, alpha=cfg.uda.ema_alpha, buffers=cfg.uda.ema_buffers,
+                                      bn_mode=cfg.uda.teacher_bn_mode)
+        self.optimizer = self._build_optimizer()
+        self.step = 0
+        self.generator = torch.Generator().manual_seed(cfg.train.seed + 1000 * dist_utils.rank())
+
+        self.student_ddp, self.prn_ddp, self.proj_ddp = self.student, self.prn, self.proj
+        if self.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            ddp = torch.nn.parallel.DistributedDataParallel
+            self.student_ddp = ddp(self.student, device_ids=ids)
+            if self.prn is not None:
+                self.prn_ddp = ddp(self.prn, device_ids=ids)
+            if self.proj is not None:
+                self.proj_ddp = ddp(self.proj, device_ids=ids)
+
+        if resume:
+            self._resume()
+
+    # ------------------------------------------------------------------ setup
+    def _seed_everything(self, seed: int) -> None:
+        seed = seed + dist_utils.rank()
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _build_optimizer(self):
+        cfg = self.cfg.optim
+        groups = self.student.param_groups(cfg.lr, head_lr_mult=cfg.head_lr_mult, weight_decay=cfg.weight_decay)
+        for extra in (self.prn, self.proj):
+            if extra is not None:  # the PRN and projection head join the head parameter group
+                groups.append({"params": list(extra.parameters()), "lr": cfg.lr * cfg.head_lr_mult,
+                               "weight_decay": cfg.weight_decay})
+        for g in groups:
+            g["initial_lr"] = g["lr"]
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+    def _set_lr(self) -> float:
+        o = self.cfg.optim
+        min_factor = o.min_lr / o.lr if o.lr > 0 else 0.0
+        f = lr_factor(self.step, self.cfg.train.iters, o.warmup_iters, o.warmup_ratio, o.poly_power, min_factor)
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["initial_lr"] * f
+        return self.optimizer.param_groups[0]["lr"]
+
+    def build_loader(self) -> DataLoader:
+        from prnseg.training.data.builder import build_uda_dataset
+
+        dataset = build_uda_dataset(self.cfg, with_target=self.mode != "source_only")
+        sampler = ResumableSampler(len(dataset), self.cfg.train.seed, start=self.step * self.cfg.train.batch_size,
+                                   rank=dist_utils.rank(), world_size=dist_utils.world_size())
+        return DataLoader(dataset, batch_size=self.cfg.train.batch_size, sampler=sampler,
+                          num_workers=self.cfg.data.workers, pin_memory=self.device.type == "cuda",
+                          drop_last=True, persistent_workers=self.cfg.data.workers > 0,
+                          # its own generator: creating the iterator must not advance the global
+                          # RNG, or a resumed run's dropout would drift from the uninterrupted one
+                          generator=torch.Generator().manual_seed(self.cfg.train.seed))
+
+    # ------------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict:
+        state = {
+            "config": self.cfg.to_dict(),
+            "step": self.step,
+            "student": self.student.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "generator": self.generator.get_state(),
+            "meta": {"arch": self.cfg.model.arch, "head": self.cfg.model.head, "mode": self.mode,
+                     "num_classes": self.cfg.model.num_classes},
+        }
+        if self.teacher is not None:
+            state["teacher"] = self.teacher.state_dict()
+        if self.prn is not None:
+            state["prn"] = self.prn.state_dict()
+        if self.proj is not None:
+            state["proj"] = self.proj.state_dict()
+        return state
+
+    def _resume(self) -> None:
+        path = self.out / "last.pt"
+        if not path.exists():
+            raise PrnsegError(f"{path}: nothing to resume from; run without --resume to start")
+        state = load_checkpoint(path, map_location=self.device)
+        saved = state["config"]
+        for key in ("model", "uda"):
+            if saved.get(key) != self.cfg.to_dict()[key]:
+                raise PrnsegError(f"{path}: saved with a different '{key}' config; resume with the same config "
+                                  "and --set overrides, or start a new --out folder")
+        self.student.load_state_dict(state["student"])
+        if self.teacher is not None:
+            self.teacher.load_state_dict(state["teacher"])
+        if self.prn is not None:
+            self.prn.load_state_dict(state["prn"])
+        if self.proj is not None:
+            self.proj.load_state_dict(state["proj"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.generator.set_state(state["generator"])
+        self.step = int(state["step"])
+
+    def save(self, name: str = "last.pt") -> Path:
+        path = self.out / name
+        if dist_utils.is_main():
+            save_checkpoint(self.state_dict(), path)
+        return path
+
+    # ------------------------------------------------------------------- step
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def train_step(self, batch: dict) -> StepResult:
+        cfg, uda = self.cfg, self.cfg.uda
+        w = uda.loss_weights
+        lr = self._set_lr()
+        self.student.train()
+        if self.teacher is not None:
+            self.teacher.update(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        src = batch["source"]
+        x_s = src["img"].to(self.device, non_blocking=True)
+        y_s = src["gt"].to(self.device, non_blocking=True)
+        log: dict[str, float] = {}
+        use_contrast = self.proj is not None
+        last_student_backward = self.mode == "source_only"
+
+        # 1. supervised source loss (and source-side contrastive term)
+        with dist_utils.no_sync(self.student_ddp) if not last_student_backward else nullcontext():
+            with self._autocast():
+                out_s = self.student_ddp(x_s)
+                loss_src = w.source * seg_ce_loss(out_s.logits, y_s, reduction_mode=uda.ce_reduction)
+                loss = loss_src
+                if use_contrast:
+                    z = self.proj_ddp(out_s.decoder_features)
+                    loss_con_s = pixel_contrastive_loss(z, y_s, y_s != 255, temperature=uda.contrastive.temperature,
+                                                        max_anchors_per_class=uda.contrastive.max_anchors_per_class,
+                                                        max_samples=uda.contrastive.max_samples, generator=self.generator)
+                    loss = loss + w.contrastive * loss_con_s
+                    log["contrast_src"] = loss_con_s.detach()
+            self._backward(loss)
+        log["source"] = loss_src.detach()
+        del out_s
+
+        if self.mode != "source_only":
+            tgt = batch["target"]
+            x_t = tgt["img"].to(self.device, non_blocking=True)
+            size = x_t.shape[-2:]
+            with torch.no_grad(), self.teacher.pseudo_label_mode(), self._autocast():
+                t_t = self.teacher.model(x_t)
+                logits_t = t_t.logits.float()
+                if self.mode == "prn":
+                    t_s = self.teacher.model(x_s)
+            probs_raw = torch.softmax(F.interpolate(logits_t, size=size, mode="bilinear", align_corners=False), 1)
+            conf, pseudo = probs_raw.max(1)
+            noise_mask = None
+
+            if self.mode == "prn":
+                # 2. PRN on FFT-perturbed teacher source logits: target-like noise, known labels
+                eps = sample_eps(x_s.shape[0], cfg.prn.eps_low, cfg.prn.eps_high, generator=self.generator).to(self.device)
+                logits_s_pert = fft_perturb_logits(t_s.logits.float(), logits_t, eps)
+                feats_s = [f.detach() for f in t_s.features]
+                with self._autocast():
+                    ref_s, noise_s = self.prn_ddp(feats_s, logits_s_pert)
+                    prn_terms = prn_losses(ref_s, noise_s, logits_s_pert, y_s, pos_weight=cfg.prn.noise_pos_weight,
+                                           reduction_mode=uda.ce_reduction)
+                    loss_prn = w.prn_refine * prn_terms["ref"] + w.prn_noise * prn_terms["noise"]
+                self._backward(loss_prn)
+                log["prn_ref"] = prn_terms["ref"].detach()
+                log["prn_noise"] = prn_terms["noise"].detach()
+                # 3. refined target pseudo-labels and the noise mask (the teacher's own before start_iter)
+                log["noisy_frac"] = torch.zeros((), device=self.device)
+                if self.step >= cfg.prn.start_iter:
+                    prn_eval = dist_utils.unwrap(self.prn_ddp)
+                    with torch.no_grad(), self._autocast():
+                        ref_t, noise_t = prn_eval([f.detach() for f in t_t.features], logits_t)
+                    probs_ref = torch.softmax(F.interpolate(ref_t.float(), size=size, mode="bilinear",
+                                                            align_corners=False), 1)
+                    conf, pseudo = probs_ref.max(1)
+                    noise_prob = torch.sigmoid(F.interpolate(noise_t.float(), size=size, mode="bilinear",
+                                                             align_corners=False))[:, 0]
+                    noise_mask = noise_prob > cfg.prn.noise_threshold
+                    log["noisy_frac"] = noise_mask.float().mean()
+
+            weight = pseudo_label_weight(conf, threshold=uda.pseudo_threshold, mode=uda.pseudo_weight_mode)
+            if noise_mask is not None:
+                weight = weight * (~noise_mask).float()
+            top, bottom, left, right = uda.pseudo_margins
+            weight = crop_pseudo_margins(weight, top=top, bottom=bottom, left=left, right=right)
+            log["pseudo_weight"] = weight.mean().detach()
+
+            # 4. ClassMix + colour jitter + blur, then the weighted target loss
+            mixed_img, mixed_lbl, mixed_w = strong_transform(
+                x_s, x_t, y_s, pseudo, weight, classmix_scope=uda.classmix_scope,
+                jitter_strength=uda.jitter_strength, jitter_apply_prob=uda.jitter_apply_prob,
+                blur_apply_prob=uda.blur_apply_prob, generator=self.generator)
+            with self._autocast():
+                out_m = self.student_ddp(mixed_img)
+                loss_tgt = w.target * seg_ce_loss(out_m.logits, mixed_lbl, weight=mixed_w, reduction_mode=uda.ce_reduction)
+                loss = loss_tgt
+                if use_contrast:
+                    z = self.proj_ddp(out_m.decoder_features)
+                    valid = (mixed_lbl != 255) & (mixed_w > 0)
+                    loss_con_t = pixel_contrastive_loss(z, mixed_lbl, valid, temperature=uda.contrastive.temperature,
+                                                        max_anchors_per_class=uda.contrastive.max_anchors_per_class,
+                                                        max_samples=uda.contrastive.max_samples, generator=self.generator)
+                    loss = loss + w.contrastive * loss_con_t
+                    log["contrast_tgt"] = loss_con_t.detach()
+            self._backward(loss)
+            log["target"] = loss_tgt.detach()
+
+        if cfg.optim.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        return StepResult(losses=log, lr=lr)
+
+    # ------------------------------------------------------------------- loop
+    def fit(self) -> Path:
+        from tqdm import tqdm
+
+        from prnseg.training.evaluate import evaluate_checkpoint_models
+
+        cfg = self.cfg
+        main = dist_utils.is_main()
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            for stale in self.out.glob(".*.pt.*.tmp"):  # a write cut short by a kill; last.pt is intact
+                stale.unlink()
+            save_config(cfg, self.out / "config.yaml")
+        if self.step >= cfg.train.iters:
+            if main:
+                print(f"{self.out / 'last.pt'} already holds iteration {self.step} of {cfg.train.iters}; nothing to do")
+            return self.out / "last.pt"
+        loader = self.build_loader()
+        batches = cycle_batches(loader)
+        csv_path = self.out / "metrics.csv"
+        bar = tqdm(total=cfg.train.iters, initial=self.step, desc=f"train {self.mode}", unit="it",
+                   disable=not (self.progress and main), dynamic_ncols=True)
+        fields = None
+        t0, step0 = time.perf_counter(), self.step
+        try:
+            while self.step < cfg.train.iters:
+                batch = next(batches)
+                result = self.train_step(batch)
+                bar.update(1)
+                if main and (self.step % cfg.train.log_every == 0 or self.step == cfg.train.iters):
+                    losses = result.scalars(self.step)
+                    row = {"step": self.step, "lr": result.lr, **{k: round(v, 5) for k, v in losses.items()},
+                           "sec_per_it": round((time.perf_counter() - t0) / max(self.step - step0, 1), 4)}
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()
+                                     if k in ("source", "target", "prn_ref", "prn_noise")})
+                    if fields is None:
+                        fields = list(row)
+                        new = not csv_path.exists()
+                        with open(csv_path, "a", newline="") as f:
+                            if new:
+                                csv.writer(f).writerow(fields)
+                    with open(csv_path, "a", newline="") as f:
+                        csv.DictWriter(f, fieldnames=fields, extrasaction="ignore").writerow(row)
+                if self.step % cfg.train.checkpoint_every == 0 or self.step == cfg.train.iters:
+                    self.save()
+                if cfg.train.eval_every > 0 and self.step % cfg.train.eval_every == 0 and main:
+                    metrics = evaluate_checkpoint_models(self, progress=False)
+                    bar.write(f"[iter {self.step}] target val mIoU {100 * metrics['miou']:.2f}")
+                    with open(self.out / "eval.jsonl", "a") as f:
+                        f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+        finally:
+            bar.close()
+        dist_utils.barrier()
+        return self.out / "last.pt"
