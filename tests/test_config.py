@@ -47,3 +47,17 @@ def test_cli_reports_a_bad_key_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "unknown config key 'train.itres'" in proc.stderr
+
+
+def test_base_inheritance(tmp_path):
+    night = load_config("synthetic_night")
+    assert night.name == "synthetic_night" and night.data.target.kind == "darkzurich"
+    assert night.model.arch == load_config("synthetic").model.arch
+    own = tmp_path / "mine.yaml"
+    own.write_text("base: synthetic\ntrain: {iters: 9}\n")
+    cfg = load_config(str(own))
+    assert cfg.name == "mine" and cfg.train.iters == 9 and cfg.train.batch_size == 2
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"base: {loop}\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(str(loop))

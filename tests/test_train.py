@@ -152,3 +152,21 @@ def test_missing_dataset_root_is_one_line(tmp_path):
     proc = run_cli(*args, check=False)
     assert proc.returncode == 2 and str(tmp_path / "nowhere" / "gta") in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+def test_ddp_two_processes_on_cpu(synth_root, tmp_path):
+    """torchrun with the gloo backend: gradients all-reduced, replicas (student, EMA teacher, PRN)
+    checked identical at every checkpoint, rank 0 writes."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "ddp"
+    args = tiny_train_args(synth_root, out, mode="prn", iters=2)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "prnseg", *args],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = load_checkpoint(out / "last.pt")
+    assert state["step"] == 2 and "prn" in state and "teacher" in state

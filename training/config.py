@@ -266,16 +266,37 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(name_or_path: str, seen: tuple = ()) -> dict:
+    """A config file's mapping, with ``base: other`` resolved (the file's keys win)."""
+    path = resolve_config_path(name_or_path)
+    if path in seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping")
+    base = data.pop("base", None)
+    if base:
+        data = _deep_merge(_read_yaml(str(base), seen + (path,)), data)
+    return data
+
+
 def load_config(name_or_path: str | None = None, overrides: list[str] | tuple = ()) -> Config:
-    """Load a shipped config by name or a YAML file, then apply ``key=value`` overrides."""
+    """Load a shipped config by name or a YAML file (``base: NAME`` inherits another), then
+    apply ``key=value`` overrides."""
     data: dict = {}
     if name_or_path:
-        path = resolve_config_path(name_or_path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-        data.setdefault("name", path.stem)
+        data = _read_yaml(name_or_path)
+        data.setdefault("name", resolve_config_path(name_or_path).stem)
     data = apply_overrides(data, list(overrides))
     return _build(Config, data, "")
 

@@ -210,8 +210,22 @@ class UDATrainer:
         self.generator.set_state(state["generator"])
         self.step = int(state["step"])
 
+    def check_replicas_in_sync(self) -> None:
+        """Under DDP every rank must hold the same student, teacher and PRN (gradients are
+        all-reduced and the EMA update is deterministic); compare parameter checksums."""
+        if not self.distributed:
+            return
+        nets = [self.student, self.teacher.model if self.teacher else None, self.prn]
+        local = torch.stack([sum(p.detach().double().sum() for p in n.parameters()) if n is not None
+                             else torch.zeros((), dtype=torch.float64) for n in nets]).to(self.device)
+        summed = dist_utils.all_reduce_sum_(local.clone())
+        if not torch.allclose(summed / dist_utils.world_size(), local, rtol=1e-9, atol=1e-6):
+            raise PrnsegError(f"DDP replicas diverged at iteration {self.step} (student, teacher, PRN checksums "
+                              f"{local.tolist()} vs mean {(summed / dist_utils.world_size()).tolist()})")
+
     def save(self, name: str = "last.pt") -> Path:
         path = self.out / name
+        self.check_replicas_in_sync()
         if dist_utils.is_main():
             save_checkpoint(self.state_dict(), path)
         return path
@@ -357,10 +371,15 @@ class UDATrainer:
                    disable=not (self.progress and main), dynamic_ncols=True)
         fields = None
         t0, step0 = time.perf_counter(), self.step
+        step_seconds: list[float] = []
         try:
             while self.step < cfg.train.iters:
                 batch = next(batches)
+                t_step = time.perf_counter()
                 result = self.train_step(batch)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                step_seconds.append(time.perf_counter() - t_step)
                 bar.update(1)
                 if main and (self.step % cfg.train.log_every == 0 or self.step == cfg.train.iters):
                     losses = result.scalars(self.step)
@@ -385,5 +404,24 @@ class UDATrainer:
                         f.write(json.dumps({"step": self.step, **metrics}) + "\n")
         finally:
             bar.close()
+        if main:
+            self._write_summary(step_seconds)
         dist_utils.barrier()
         return self.out / "last.pt"
+
+    def _write_summary(self, step_seconds: list[float]) -> None:
+        """Speed and memory of this run, for benchmarks: the median step time skips warm-up noise."""
+        import resource
+
+        from prnseg.serve.image_io import atomic_write_bytes
+
+        summary = {
+            "mode": self.mode, "step": self.step, "device": str(self.device),
+            "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "none",
+            "median_step_seconds": float(np.median(step_seconds)) if step_seconds else None,
+            "steps_timed": len(step_seconds),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+        if self.device.type == "cuda":
+            summary["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        atomic_write_bytes(self.out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())

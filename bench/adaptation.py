@@ -1,0 +1,108 @@
+"""Adaptation benchmark on the built-in synthetic benchmark.
+
+Trains ``source_only``, ``self_training`` and ``prn`` from the same seed (each a real
+``prnseg train`` process), evaluates each on the target val split with ``prnseg eval`` and
+prints one table: target val mIoU; raw vs refined pseudo-label mIoU; noise-mask precision,
+recall and AUROC next to the max-softmax confidence baseline; median step time, the
+``prn / self_training`` step-time ratio and each mode's peak memory, all measured in this run.
+
+    python bench/adaptation.py --out runs/adaptation            # synthesizes data if needed
+    python bench/adaptation.py --out runs/adaptation --iters 500  # quicker, weaker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MODES = ("source_only", "self_training", "prn")
+
+
+def sh(args: list[str]) -> None:
+    print("$ prnseg " + " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "prnseg", *args], check=True)
+
+
+def pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/adaptation")
+    ap.add_argument("--data", default=None, help="synthetic benchmark root (default: OUT/data, written if missing)")
+    ap.add_argument("--iters", type=int, default=None, help="iterations per mode (default: the synthetic config's)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides for every mode")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = default)")
+    args = ap.parse_args()
+
+    out = Path(args.out)
+    data = Path(args.data) if args.data else out / "data"
+    if not (data / "synth.json").exists():
+        sh(["synth", str(data), "--seed", str(args.seed)])
+    results = {}
+    for mode in args.modes.split(","):
+        run_dir = out / mode
+        sets = [f"data.source.root={data / 'gta'}", f"data.target.root={data / 'cityscapes'}",
+                f"uda.mode={mode}", f"train.seed={args.seed}", f"train.threads={args.threads}",
+                "train.eval_every=0", *args.overrides]
+        if args.iters:
+            sets.append(f"train.iters={args.iters}")
+        train = ["train", "--config", "synthetic", "--out", str(run_dir), *[a for s in sets for a in ("--set", s)]]
+        if (run_dir / "last.pt").exists():
+            train.append("--resume")
+        t0 = time.perf_counter()
+        sh(train)
+        wall = time.perf_counter() - t0
+        summary = json.loads((run_dir / "summary.json").read_text())
+        summary.setdefault("wall_seconds", wall)
+        sh(["eval", str(run_dir / "last.pt"), "--data", str(data / "cityscapes"), "--json", str(run_dir / "eval.json")])
+        metrics = json.loads((run_dir / "eval.json").read_text())
+        if mode == "self_training":
+            sh(["eval", str(run_dir / "last.pt"), "--data", str(data / "cityscapes"), "--weights", "teacher",
+                "--json", str(run_dir / "eval_teacher.json")])
+            metrics["teacher_miou"] = json.loads((run_dir / "eval_teacher.json").read_text())["miou"]
+        results[mode] = {"summary": summary, "metrics": metrics}
+
+    lines = ["| mode | target val mIoU | pseudo-labels raw -> refined mIoU | noise mask P / R / AUROC | "
+             "max-softmax baseline AUROC | median step (s) | peak RSS (MB) |",
+             "|---|---|---|---|---|---|---|"]
+    for mode, r in results.items():
+        m, s = r["metrics"], r["summary"]
+        pl = m.get("pseudo_labels")
+        if pl:
+            nd, cb = pl["noise_detector"], pl["confidence_baseline"]
+            plq = f"{pct(pl['raw']['miou'])} -> {pct(pl['refined']['miou'])}"
+            noise = f"{pct(nd['precision'])} / {pct(nd['recall'])} / {pct(nd['auroc'])}"
+            base = pct(cb["auroc"])
+        else:
+            plq = f"{pct(m['teacher_miou'])} (teacher)" if "teacher_miou" in m else "-"
+            noise = base = "-"
+        lines.append(f"| {mode} | {pct(m['miou'])} | {plq} | {noise} | {base} | "
+                     f"{s['median_step_seconds']:.3f} | {s['peak_rss_mb']:.0f} |")
+    table = "\n".join(lines)
+    print("\n" + table)
+    if "prn" in results and "self_training" in results:
+        ratio = results["prn"]["summary"]["median_step_seconds"] / results["self_training"]["summary"]["median_step_seconds"]
+        print(f"\nstep-time ratio prn / self_training: {ratio:.2f} (target <= 1.35)")
+        results["step_time_ratio_prn_over_self_training"] = ratio
+    if "prn" in results and "source_only" in results:
+        gain = results["prn"]["metrics"]["miou"] - results["source_only"]["metrics"]["miou"]
+        print(f"prn - source_only: {100 * gain:+.1f} mIoU (target >= +10)")
+    if "prn" in results and "self_training" in results:
+        gain = results["prn"]["metrics"]["miou"] - results["self_training"]["metrics"]["miou"]
+        print(f"prn - self_training: {100 * gain:+.1f} mIoU (target >= +1)")
+    (out / "adaptation.json").write_text(json.dumps(results, indent=2))
+    (out / "adaptation.md").write_text(table + "\n")
+    print(f"\nwrote {out / 'adaptation.json'} and {out / 'adaptation.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
