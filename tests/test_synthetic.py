@@ -60,7 +60,8 @@ def test_exact_cityscapes_and_gta_layout(bench):
                 expected.add(f"cityscapes/gtFine/{split}/{city}/{stem}_gtFine_labelIds.png")
     assert set(files(out)) == expected          # also: no temporary files left behind
     assert "images/s" in result.stdout
-    assert f"prnseg train --config synthetic --set data.root={out}" in result.stdout
+    assert (f"prnseg train --config synthetic --set data.source.root={out}/gta "
+            f"--set data.target.root={out}/cityscapes") in result.stdout
     meta = json.loads((out / "synth.json").read_text())
     assert meta["counts"] == {"source": 6, "target": 6, "val": 3}
     assert (meta["seed"], meta["size"], meta["night"], meta["complete"]) == (3, [W, H], False, True)
@@ -159,6 +160,7 @@ def test_night_writes_dark_zurich_layout(tmp_path):
             expected.add(f"dark_zurich/gt/{split}/night/{seq}/{stem}_gt_labelIds.png")
     assert set(files(out)) == expected
     assert json.loads((out / "synth.json").read_text())["night"] is True
+    assert f"--config synthetic_night --set data.source.root={out}/gta" in r.stdout
     night = [read_raw(p).mean() for p in out.rglob("*_rgb_anon.png")]
     day = read_raw(out / "gta/images/00000.png").mean()
     assert np.mean(night) < 60 and np.mean(night) < 0.6 * day
