@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 MODES = ("source_only", "self_training", "prn")
+# "oracle" is source_only trained on the target train labels: the upper end of the gap.
 
 
 def sh(args: list[str]) -> None:
@@ -37,7 +38,8 @@ def main() -> int:
     ap.add_argument("--data", default=None, help="synthetic benchmark root (default: OUT/data, written if missing)")
     ap.add_argument("--iters", type=int, default=None, help="iterations per mode (default: the synthetic config's)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help="comma list of source_only, self_training, prn, oracle (target-trained upper bound)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides for every mode")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = default)")
     args = ap.parse_args()
@@ -52,6 +54,10 @@ def main() -> int:
         sets = [f"data.source.root={data / 'gta'}", f"data.target.root={data / 'cityscapes'}",
                 f"uda.mode={mode}", f"train.seed={args.seed}", f"train.threads={args.threads}",
                 "train.eval_every=0", *args.overrides]
+        if mode == "oracle":
+            sets[0] = f"data.source.root={data / 'cityscapes'}"
+            sets[2] = "uda.mode=source_only"
+            sets += ["data.source.kind=cityscapes", "data.source.resize=[512,256]"]
         if args.iters:
             sets.append(f"train.iters={args.iters}")
         train = ["train", "--config", "synthetic", "--out", str(run_dir), *[a for s in sets for a in ("--set", s)]]
@@ -68,6 +74,14 @@ def main() -> int:
             sh(["eval", str(run_dir / "last.pt"), "--data", str(data / "cityscapes"), "--weights", "teacher",
                 "--json", str(run_dir / "eval_teacher.json")])
             metrics["teacher_miou"] = json.loads((run_dir / "eval_teacher.json").read_text())["miou"]
+        if mode == "source_only":
+            # the same model on unseen source-style images: how well the source itself is learnt
+            held_out = out / "source_holdout"
+            if not (held_out / "synth.json").exists():
+                sh(["synth", str(held_out), "--seed", str(args.seed + 1), "--source", "100", "--target", "1", "--val", "0"])
+            sh(["eval", str(run_dir / "last.pt"), "--data", str(held_out / "gta"), "--kind", "gta", "--split", "all",
+                "--json", str(run_dir / "eval_source.json")])
+            metrics["source_holdout_miou"] = json.loads((run_dir / "eval_source.json").read_text())["miou"]
         results[mode] = {"summary": summary, "metrics": metrics}
 
     lines = ["| mode | target val mIoU | pseudo-labels raw -> refined mIoU | noise mask P / R / AUROC | "
@@ -86,6 +100,8 @@ def main() -> int:
             noise = base = "-"
         lines.append(f"| {mode} | {pct(m['miou'])} | {plq} | {noise} | {base} | "
                      f"{s['median_step_seconds']:.3f} | {s['peak_rss_mb']:.0f} |")
+    if "source_holdout_miou" in results.get("source_only", {}).get("metrics", {}):
+        lines.append(f"\nsource_only on held-out source images: {pct(results['source_only']['metrics']['source_holdout_miou'])} mIoU")
     table = "\n".join(lines)
     print("\n" + table)
     if "prn" in results and "self_training" in results:

@@ -170,3 +170,24 @@ def test_ddp_two_processes_on_cpu(synth_root, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = load_checkpoint(out / "last.pt")
     assert state["step"] == 2 and "prn" in state and "teacher" in state
+
+
+def test_imagenet_feature_distance_needs_and_uses_pretrained_weights(synth_root, tmp_path):
+    from transformers import SegformerModel
+
+    from prnseg.training.models.encoder import mit_config
+
+    proc = run_cli(*tiny_train_args(synth_root, tmp_path / "nofd", iters=1,
+                                    extra=["uda.feature_distance.enabled=true"]), check=False)
+    assert proc.returncode == 2 and "model.pretrained" in proc.stderr
+
+    torch.manual_seed(0)
+    SegformerModel(mit_config("tiny")).save_pretrained(tmp_path / "mit")
+    out = tmp_path / "fd"
+    run_cli(*tiny_train_args(synth_root, out, mode="self_training", iters=2,
+                             extra=["uda.feature_distance.enabled=true", f"model.pretrained={tmp_path / 'mit'}",
+                                    "uda.feature_distance.classes=[0,1,2,8,10,13]"]))
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    # the student starts from the ImageNet weights (distance 0) and moves away once it learns
+    assert float(rows[0]["feature_distance"]) == 0.0 and float(rows[1]["feature_distance"]) > 0

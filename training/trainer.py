@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from prnseg.errors import PrnsegError
+from prnseg.errors import ConfigError, PrnsegError
 from prnseg.training import distributed as dist_utils
 from prnseg.training.augment import strong_transform
 from prnseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -36,11 +36,13 @@ from prnseg.training.fft_perturb import fft_perturb_logits, sample_eps
 from prnseg.training.losses import (
     ProjectionHead,
     crop_pseudo_margins,
+    feature_distance_loss,
     pixel_contrastive_loss,
     prn_losses,
     pseudo_label_weight,
     seg_ce_loss,
 )
+from prnseg.training.models.encoder import MiTEncoder
 from prnseg.training.models.factory import create_model, create_prn
 from prnseg.training.schedule import lr_factor
 
@@ -106,6 +108,14 @@ class UDATrainer:
             self.prn = create_prn(self.student, channels=cfg.prn.channels, num_blocks=cfg.prn.num_blocks).to(self.device)
             if cfg.uda.contrastive.enabled:
                 self.proj = ProjectionHead(self.student.decode_head.channels, cfg.uda.contrastive.proj_channels).to(self.device)
+        self.imnet = None
+        if cfg.uda.feature_distance.enabled:
+            if not cfg.model.pretrained:
+                raise ConfigError("uda.feature_distance needs ImageNet weights: set model.pretrained "
+                                  "(a Hugging Face-format MiT directory or hub id)")
+            # a frozen copy of the ImageNet encoder, the anchor the student's features are pulled to
+            self.imnet = MiTEncoder(cfg.model.arch, pretrained=cfg.model.pretrained).to(self.device).eval()
+            self.imnet.requires_grad_(False)
         self.teacher = None
         if self.mode != "source_only":
             self.teacher = EMATeacher(self.student, alpha=cfg.uda.ema_alpha, buffers=cfg.uda.ema_buffers,
@@ -260,6 +270,13 @@ class UDATrainer:
                 out_s = self.student_ddp(x_s)
                 loss_src = w.source * seg_ce_loss(out_s.logits, y_s, reduction_mode=uda.ce_reduction)
                 loss = loss_src
+                if self.imnet is not None:
+                    fdc = uda.feature_distance
+                    with torch.no_grad():
+                        imnet_feat = self.imnet(x_s)[-1]
+                    loss_fd = feature_distance_loss(out_s.features[-1], imnet_feat, y_s, fdc.classes, fdc.scale_min_ratio)
+                    loss = loss + w.feature_distance * loss_fd
+                    log["feature_distance"] = loss_fd.detach()
                 if use_contrast:
                     z = self.proj_ddp(out_s.decoder_features)
                     loss_con_s = pixel_contrastive_loss(z, y_s, y_s != 255, temperature=uda.contrastive.temperature,
