@@ -249,6 +249,12 @@ class UDATrainer:
     def _backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
 
+    def _contrastive(self, decoder_features, labels, valid) -> torch.Tensor:
+        c = self.cfg.uda.contrastive
+        return pixel_contrastive_loss(self.proj_ddp(decoder_features), labels, valid, temperature=c.temperature,
+                                      max_anchors_per_class=c.max_anchors_per_class, max_samples=c.max_samples,
+                                      generator=self.generator)
+
     def train_step(self, batch: dict) -> StepResult:
         cfg, uda = self.cfg, self.cfg.uda
         w = uda.loss_weights
@@ -278,10 +284,7 @@ class UDATrainer:
                     loss = loss + w.feature_distance * loss_fd
                     log["feature_distance"] = loss_fd.detach()
                 if use_contrast:
-                    z = self.proj_ddp(out_s.decoder_features)
-                    loss_con_s = pixel_contrastive_loss(z, y_s, y_s != 255, temperature=uda.contrastive.temperature,
-                                                        max_anchors_per_class=uda.contrastive.max_anchors_per_class,
-                                                        max_samples=uda.contrastive.max_samples, generator=self.generator)
+                    loss_con_s = self._contrastive(out_s.decoder_features, y_s, y_s != 255)
                     loss = loss + w.contrastive * loss_con_s
                     log["contrast_src"] = loss_con_s.detach()
             self._backward(loss)
@@ -344,12 +347,8 @@ class UDATrainer:
                 out_m = self.student_ddp(mixed_img)
                 loss_tgt = w.target * seg_ce_loss(out_m.logits, mixed_lbl, weight=mixed_w, reduction_mode=uda.ce_reduction)
                 loss = loss_tgt
-                if use_contrast:
-                    z = self.proj_ddp(out_m.decoder_features)
-                    valid = (mixed_lbl != 255) & (mixed_w > 0)
-                    loss_con_t = pixel_contrastive_loss(z, mixed_lbl, valid, temperature=uda.contrastive.temperature,
-                                                        max_anchors_per_class=uda.contrastive.max_anchors_per_class,
-                                                        max_samples=uda.contrastive.max_samples, generator=self.generator)
+                if use_contrast:  # source GT and refined target labels; noisy pixels (weight 0) left out
+                    loss_con_t = self._contrastive(out_m.decoder_features, mixed_lbl, (mixed_lbl != 255) & (mixed_w > 0))
                     loss = loss + w.contrastive * loss_con_t
                     log["contrast_tgt"] = loss_con_t.detach()
             self._backward(loss)

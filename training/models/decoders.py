@@ -13,6 +13,18 @@ import torch.nn.functional as F
 from torch import nn
 
 
+
+def embed_to_first_level(feats: Sequence[torch.Tensor], embeds: Sequence[nn.Module]) -> list[torch.Tensor]:
+    """Embed each level with its own module and resize all to the first (stride-4) level's size."""
+    size = feats[0].shape[-2:]
+    out = []
+    for level, (x, embed) in enumerate(zip(feats, embeds)):
+        y = embed(x)
+        if level > 0:
+            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+        out.append(y)
+    return out
+
 class ConvBNReLU(nn.Sequential):
     """Conv (no bias, BN follows) + BatchNorm + ReLU, mmcv's ConvModule default."""
 
@@ -84,14 +96,7 @@ class _DecodeHead(nn.Module):
     def _embed_levels(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         if len(feats) != len(self.embed):
             raise ValueError(f"decode head expects {len(self.embed)} feature maps, got {len(feats)}")
-        size = feats[0].shape[-2:]
-        out = []
-        for level, (x, embed) in enumerate(zip(feats, self.embed)):
-            y = embed(x)
-            if level > 0:
-                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-            out.append(y)
-        return out
+        return embed_to_first_level(feats, self.embed)
 
     def forward_features(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         """Fused decoder features, B x channels x H/4 x W/4."""

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .decoders import ConvBNReLU
+from .decoders import ConvBNReLU, embed_to_first_level
 
 
 class PRN(nn.Module):
@@ -54,12 +54,7 @@ class PRN(nn.Module):
         size = features[0].shape[-2:]
         if logits.shape[-2:] != size:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        levels = []
-        for level, (x, embed) in enumerate(zip(features, self.embed)):
-            y = embed(x)
-            if level > 0:
-                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-            levels.append(y)
+        levels = embed_to_first_level(features, self.embed)
         probs = torch.softmax(logits.float(), dim=1).to(levels[0].dtype)
         h = self.blocks(torch.cat([*levels, probs], dim=1))
         refined = logits + self.refine_head(h).to(logits.dtype)
