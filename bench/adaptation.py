@@ -42,6 +42,11 @@ def main() -> int:
                     help="comma list of source_only, self_training, prn, oracle (target-trained upper bound)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides for every mode")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = default)")
+    ap.add_argument("--warm-start", default=None, metavar="CKPT",
+                    help="start self_training and prn from this checkpoint's student (e.g. a source_only run's "
+                         "last.pt; 'source_only' = this run's own source_only result)")
+    ap.add_argument("--adapt-iters", type=int, default=None,
+                    help="iterations of self_training / prn (default: --iters)")
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -58,8 +63,12 @@ def main() -> int:
             sets[0] = f"data.source.root={data / 'cityscapes'}"
             sets[2] = "uda.mode=source_only"
             sets += ["data.source.kind=cityscapes", "data.source.resize=[512,256]"]
-        if args.iters:
-            sets.append(f"train.iters={args.iters}")
+        iters = args.adapt_iters if mode in ("self_training", "prn") and args.adapt_iters else args.iters
+        if iters:
+            sets.append(f"train.iters={iters}")
+        if args.warm_start and mode in ("self_training", "prn"):
+            ckpt = out / "source_only" / "last.pt" if args.warm_start == "source_only" else Path(args.warm_start)
+            sets.append(f"train.init_from={ckpt}")
         train = ["train", "--config", "synthetic", "--out", str(run_dir), *[a for s in sets for a in ("--set", s)]]
         if (run_dir / "last.pt").exists():
             train.append("--resume")

@@ -191,3 +191,21 @@ def test_imagenet_feature_distance_needs_and_uses_pretrained_weights(synth_root,
         rows = list(csv.DictReader(f))
     # the student starts from the ImageNet weights (distance 0) and moves away once it learns
     assert float(rows[0]["feature_distance"]) == 0.0 and float(rows[1]["feature_distance"]) > 0
+
+
+def test_warm_start_from_a_source_only_checkpoint(synth_root, prn_checkpoint, tmp_path):
+    from prnseg.training.trainer import UDATrainer
+
+    src = tmp_path / "src"
+    run_cli(*tiny_train_args(synth_root, src, mode="source_only", iters=1))
+    cfg = _cfg(synth_root, 2, mode="prn")
+    cfg.train.init_from = str(src / "last.pt")
+    trainer = UDATrainer(cfg, tmp_path / "warm", progress=False)
+    saved = load_checkpoint(src / "last.pt")["student"]
+    assert all(torch.equal(v, saved[k]) for k, v in trainer.student.state_dict().items())
+    assert all(torch.equal(v, saved[k]) for k, v in trainer.teacher.model.state_dict().items())
+
+    cfg.train.init_from = str(prn_checkpoint)
+    cfg.model.head = "segformer"
+    with pytest.raises(Exception, match="init_from weights do not fit"):
+        UDATrainer(cfg, tmp_path / "bad", progress=False)

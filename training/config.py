@@ -142,6 +142,9 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; off on CPU) | bf16 | fp16 | none
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    # warm start: the student (and so the teacher at step 0) from a checkpoint's student weights,
+    # e.g. a source_only run; the PRN, optimiser and step start fresh
+    init_from: str = ""
 
 
 @dataclass

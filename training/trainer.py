@@ -116,6 +116,8 @@ class UDATrainer:
             # a frozen copy of the ImageNet encoder, the anchor the student's features are pulled to
             self.imnet = MiTEncoder(cfg.model.arch, pretrained=cfg.model.pretrained).to(self.device).eval()
             self.imnet.requires_grad_(False)
+        if cfg.train.init_from and not resume:
+            self._init_student_from(cfg.train.init_from)
         self.teacher = None
         if self.mode != "source_only":
             self.teacher = EMATeacher(self.student, alpha=cfg.uda.ema_alpha, buffers=cfg.uda.ema_buffers,
@@ -143,6 +145,15 @@ class UDATrainer:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+
+    def _init_student_from(self, path: str) -> None:
+        state = load_checkpoint(path, map_location=self.device)
+        try:
+            self.student.load_state_dict(state["student"])
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise PrnsegError(f"{path}: train.init_from weights do not fit {self.cfg.model.arch}/"
+                              f"{self.cfg.model.head}: {first[:160]}") from None
 
     def _build_optimizer(self):
         cfg = self.cfg.optim
