@@ -4,4 +4,14 @@ The root package stays tiny (version, errors, CLI) so that ``import prnseg.serve
 neither torch nor anything heavy.
 """
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# The parts live in top-level folders (training/, serve/, export/, demo/) that pyproject.toml maps
+# into prnseg.*. Run from a source checkout (python -m prnseg, or a test subprocess whose working
+# directory is the checkout), this folder shadows the installed package; let it find the parts.
+_checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if _os.path.isfile(_os.path.join(_checkout, "pyproject.toml")) and _os.path.isfile(
+        _os.path.join(_checkout, "serve", "__init__.py")):
+    __path__.append(_checkout)
