@@ -27,7 +27,9 @@ def run_train(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("runs") / cfg.name)
     trainer = UDATrainer(cfg, out, resume=args.resume, progress=not args.no_progress)
     if dist_utils.is_main():
-        where = f"resuming at iteration {trainer.step}" if args.resume else "from scratch"
+        where = (f"resuming at iteration {trainer.step}" if args.resume
+                 else f"student from {cfg.train.init_from}" if cfg.train.init_from
+                 else f"encoder from {cfg.model.pretrained}" if cfg.model.pretrained else "from scratch")
         print(f"training '{cfg.name}' ({cfg.uda.mode}, {cfg.model.arch}/{cfg.model.head}) on {trainer.device}, "
               f"{cfg.train.iters} iterations, {where}; writing {out}")
     ckpt = trainer.fit()
