@@ -40,6 +40,12 @@ def test_each_mode_trains_logs_every_term_and_checkpoints(synth_root, tmp_path, 
     assert (out / "config.yaml").is_file()
 
 
+def test_prn_noise_mask_only_variant_trains(synth_root, tmp_path):
+    out = tmp_path / "mask_only"
+    run_cli(*tiny_train_args(synth_root, out, mode="prn", iters=2, extra=["prn.use_refined_labels=false"]))
+    assert load_checkpoint(out / "last.pt")["config"]["prn"]["use_refined_labels"] is False
+
+
 def test_training_never_reads_target_train_labels(synth_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(synth_root, root)

@@ -70,6 +70,8 @@ class PRNConfig:
     noise_threshold: float = 0.5  # sigmoid(noise logit) > threshold marks a pixel noisy
     noise_pos_weight: str = "balanced"  # "balanced" (n_neg / n_pos per batch) or a number
     start_iter: int = 0  # refined labels replace the teacher's only from this iteration on
+    # False: keep the teacher's labels and use the PRN only for its noise mask
+    use_refined_labels: bool = True
 
 
 @dataclass

@@ -334,9 +334,10 @@ class UDATrainer:
                     prn_eval = dist_utils.unwrap(self.prn_ddp)
                     with torch.no_grad(), self._autocast():
                         ref_t, noise_t = prn_eval([f.detach() for f in t_t.features], logits_t)
-                    probs_ref = torch.softmax(F.interpolate(ref_t.float(), size=size, mode="bilinear",
-                                                            align_corners=False), 1)
-                    conf, pseudo = probs_ref.max(1)
+                    if cfg.prn.use_refined_labels:
+                        probs_ref = torch.softmax(F.interpolate(ref_t.float(), size=size, mode="bilinear",
+                                                                align_corners=False), 1)
+                        conf, pseudo = probs_ref.max(1)
                     noise_prob = torch.sigmoid(F.interpolate(noise_t.float(), size=size, mode="bilinear",
                                                              align_corners=False))[:, 0]
                     noise_mask = noise_prob > cfg.prn.noise_threshold
