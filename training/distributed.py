@@ -25,6 +25,15 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def select_device(spec: str = "auto") -> torch.device:
+    """``auto``: this rank's GPU when CUDA is available, else the CPU."""
+    if spec != "auto":
+        return torch.device(spec)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank())
+    return torch.device("cpu")
+
+
 def init_distributed(device: torch.device) -> bool:
     """Join the process group when launched by torchrun; NCCL on CUDA, gloo on CPU."""
     if world_size() <= 1 or dist.is_initialized():

@@ -19,7 +19,8 @@ from prnseg.training.config import Config, config_from_dict
 from prnseg.training.data.builder import build_eval_dataset, val_dataset_config
 from prnseg.training.data.transforms import build_test_pipeline
 from prnseg.training.metrics import ConfusionMatrix, PseudoLabelQuality
-from prnseg.training.models.factory import create_model, create_prn
+from prnseg.training.distributed import select_device
+from prnseg.training.models.factory import create_model_from_config, create_prn
 from prnseg.training.models.segmentor import pad_to_multiple
 
 
@@ -103,22 +104,8 @@ def evaluate_pseudo_labels(teacher, prn, dataset, resize, device, noise_threshol
     return summary
 
 
-def build_models(cfg: Config, device):
-    m = cfg.model
-    model = create_model(arch=m.arch, head=m.head, num_classes=m.num_classes, pretrained=None,
-                         head_channels=m.head_channels or None, drop_path_rate=m.drop_path_rate).to(device)
-    prn = None
-    if cfg.uda.mode == "prn":
-        prn = create_prn(model, channels=cfg.prn.channels, num_blocks=cfg.prn.num_blocks).to(device)
-    return model, prn
-
-
-def load_models(path, weights: str = "student", device="cpu"):
-    """(config, segmenter with the chosen weights, PRN or None) from a training checkpoint."""
-    device = torch.device(device)
-    state = load_checkpoint(path, map_location=device)
-    cfg = config_from_dict(state["config"])
-    model, prn = build_models(cfg, device)
+def _build_loaded(cfg: Config, state: dict, weights: str, device, path):
+    model = create_model_from_config(cfg.model, pretrained=False).to(device)
     if weights == "teacher":
         if "teacher" not in state:
             raise PrnsegError(f"{path}: holds no EMA teacher (mode {cfg.uda.mode}); use --weights student")
@@ -127,26 +114,38 @@ def load_models(path, weights: str = "student", device="cpu"):
         sd = state["student"]
     try:
         model.load_state_dict(sd)
-        if prn is not None:
-            prn.load_state_dict(state["prn"])
-    except (RuntimeError, KeyError) as exc:
+    except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise PrnsegError(f"{path}: weights do not fit the model its config describes "
                           f"({cfg.model.arch}/{cfg.model.head}): {first[:160]}") from None
-    model.eval()
-    return cfg, model, prn
+    return model.eval()
 
 
-def _resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
+def load_models(path, weights: str = "student", device="cpu", with_teacher: bool = False):
+    """(config, segmenter with the chosen weights, PRN or None, teacher or None) from one read of
+    a training checkpoint; the teacher only with ``with_teacher`` and a PRN present."""
+    device = torch.device(device)
+    state = load_checkpoint(path, map_location=device)
+    cfg = config_from_dict(state["config"])
+    model = _build_loaded(cfg, state, weights, device, path)
+    prn = teacher = None
+    if cfg.uda.mode == "prn":
+        prn = create_prn(model, channels=cfg.prn.channels, num_blocks=cfg.prn.num_blocks).to(device)
+        try:
+            prn.load_state_dict(state["prn"])
+        except (RuntimeError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise PrnsegError(f"{path}: PRN weights do not fit its config: {first[:160]}") from None
+        prn.eval()
+        if with_teacher:
+            teacher = _build_loaded(cfg, state, "teacher", device, path)
+    return cfg, model, prn, teacher
 
 
 def evaluate_checkpoint(path, data_root, kind=None, split="val", weights="student", classes="all",
                         max_images=0, device="auto", progress=True) -> dict:
-    device = _resolve_device(device)
-    cfg, model, prn = load_models(path, weights, device)
+    device = select_device(device)
+    cfg, model, prn, teacher = load_models(path, weights, device, with_teacher=True)
     vcfg = val_dataset_config(cfg)
     dataset = build_eval_dataset(kind or vcfg.kind, data_root, split)
     if not dataset.has_labels:
@@ -155,7 +154,6 @@ def evaluate_checkpoint(path, data_root, kind=None, split="val", weights="studen
                "classes": classes, **evaluate_segmentation(model, dataset, vcfg.resize, device, classes,
                                                           max_images, progress)}
     if prn is not None:
-        _, teacher, _ = load_models(path, "teacher", device)
         metrics["pseudo_labels"] = evaluate_pseudo_labels(teacher, prn, dataset, vcfg.resize, device,
                                                           cfg.prn.noise_threshold, cfg.uda.pseudo_threshold,
                                                           classes, max_images, progress)

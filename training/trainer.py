@@ -43,16 +43,8 @@ from prnseg.training.losses import (
     seg_ce_loss,
 )
 from prnseg.training.models.encoder import MiTEncoder
-from prnseg.training.models.factory import create_model, create_prn
+from prnseg.training.models.factory import create_model_from_config, create_prn
 from prnseg.training.schedule import lr_factor
-
-
-def select_device(spec: str = "auto") -> torch.device:
-    if spec != "auto":
-        return torch.device(spec)
-    if torch.cuda.is_available():
-        return torch.device("cuda", dist_utils.local_rank())
-    return torch.device("cpu")
 
 
 def autocast_dtype(spec: str, device: torch.device):
@@ -88,7 +80,7 @@ class UDATrainer:
         self.cfg = cfg
         self.out = Path(out_dir)
         self.progress = progress
-        self.device = select_device(cfg.train.device)
+        self.device = dist_utils.select_device(cfg.train.device)
         self.distributed = dist_utils.init_distributed(self.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -99,9 +91,7 @@ class UDATrainer:
         self.mode = cfg.uda.mode
         self._seed_everything(cfg.train.seed)
 
-        self.student = create_model(arch=cfg.model.arch, head=cfg.model.head, num_classes=cfg.model.num_classes,
-                                    pretrained=cfg.model.pretrained or None, head_channels=cfg.model.head_channels or None,
-                                    drop_path_rate=cfg.model.drop_path_rate).to(self.device)
+        self.student = create_model_from_config(cfg.model).to(self.device)
         self.prn = None
         self.proj = None
         if self.mode == "prn":

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from prnseg.errors import ConfigError
 from prnseg.training.config import Config, DatasetConfig
 from prnseg.training.data.datasets import SegDataset, build_dataset
 from prnseg.training.data.rcs import RareClassSampler
-from prnseg.training.data.transforms import build_test_pipeline, build_train_pipeline
+from prnseg.training.data.transforms import build_train_pipeline
 from prnseg.training.data.uda import UDADataset
 
 
@@ -16,22 +18,23 @@ def _require_root(dcfg: DatasetConfig, key: str) -> str:
     return dcfg.root
 
 
-def build_source(cfg: Config) -> SegDataset:
+def _build_train_split(cfg: Config, key: str, load_labels: bool) -> SegDataset:
     d = cfg.data
-    pipeline = build_train_pipeline(resize=d.source.resize, crop=d.crop, cat_max_ratio=d.cat_max_ratio,
+    dcfg: DatasetConfig = getattr(d, key)
+    pipeline = build_train_pipeline(resize=dcfg.resize, crop=d.crop, cat_max_ratio=d.cat_max_ratio,
                                     flip_prob=d.flip_prob)
-    return build_dataset(d.source.kind, _require_root(d.source, "data.source"), split=d.source.split,
-                         load_labels=True, pipeline=pipeline, seed=cfg.train.seed)
+    return build_dataset(dcfg.kind, _require_root(dcfg, f"data.{key}"), split=dcfg.split,
+                         load_labels=load_labels, pipeline=pipeline, seed=cfg.train.seed)
+
+
+def build_source(cfg: Config) -> SegDataset:
+    return _build_train_split(cfg, "source", load_labels=True)
 
 
 def build_target(cfg: Config) -> SegDataset:
     """The unlabelled target: built with ``load_labels=False`` so training never opens a target
     label, whatever is on disk."""
-    d = cfg.data
-    pipeline = build_train_pipeline(resize=d.target.resize, crop=d.crop, cat_max_ratio=d.cat_max_ratio,
-                                    flip_prob=d.flip_prob)
-    return build_dataset(d.target.kind, _require_root(d.target, "data.target"), split=d.target.split,
-                         load_labels=False, pipeline=pipeline, seed=cfg.train.seed)
+    return _build_train_split(cfg, "target", load_labels=False)
 
 
 class SourceOnly:
@@ -44,8 +47,6 @@ class SourceOnly:
         return len(self.source)
 
     def __getitem__(self, idx: int) -> dict:
-        import numpy as np
-
         return {"source": self.source.get(int(idx), np.random.default_rng([self.seed, int(idx)]))}
 
 

@@ -42,6 +42,14 @@ def create_model(arch: str = "mit_b5", head: str = "daformer", num_classes: int 
     return Segmentor(encoder, decoder)
 
 
+def create_model_from_config(model_cfg, pretrained: bool = True) -> Segmentor:
+    """A Segmentor from a config's ``model`` section; ``pretrained=False`` skips loading ImageNet
+    weights (a checkpoint's own weights are loaded next anyway)."""
+    return create_model(arch=model_cfg.arch, head=model_cfg.head, num_classes=model_cfg.num_classes,
+                        pretrained=(model_cfg.pretrained or None) if pretrained else None,
+                        head_channels=model_cfg.head_channels or None, drop_path_rate=model_cfg.drop_path_rate)
+
+
 def create_prn(segmentor: Segmentor, channels: int = 64, num_blocks: int = 2) -> PRN:
     """A PRN sized for ``segmentor``'s encoder channels and class count."""
     return PRN(segmentor.encoder.out_channels, num_classes=segmentor.num_classes, channels=channels,
