@@ -20,6 +20,8 @@ MODES: dict[str, tuple[str, str]] = {
     "synth": ("prnseg.training.data.synth_cli", "write the synthetic domain-shift benchmark (GTA5 + Cityscapes layouts)"),
     "train": ("prnseg.training.train_cli", "adapt a segmenter: source_only, self_training or prn (the full method)"),
     "eval": ("prnseg.training.train_cli", "score a checkpoint on a labelled split (mIoU, per-class IoU, pseudo-label quality)"),
+    "export": ("prnseg.export.cli", "export a checkpoint to ONNX (+ fp16, TensorRT, Triton) with a parity gate"),
+    "demo": ("prnseg.demo.cli", "serve the Gradio web demo of an exported model on localhost"),
 }
 
 

@@ -109,7 +109,11 @@ class ModelSpec:
         return min(self.buckets, key=lambda b: (abs(math.log(b.aspect) - aspect), -b.height * b.width))
 
     def place(self, height: int, width: int) -> Placement:
-        bucket = self.choose_bucket(height, width)
+        return self.place_in(height, width, self.choose_bucket(height, width))
+
+    @staticmethod
+    def place_in(height: int, width: int, bucket: Bucket) -> Placement:
+        """Placement in a given bucket (the export's parity gate checks every bucket)."""
         scale = min(bucket.height / height, bucket.width / width)
         rh = min(bucket.height, max(1, int(round(height * scale))))
         rw = min(bucket.width, max(1, int(round(width * scale))))

@@ -40,3 +40,13 @@ def tiny_train_args(root: Path, out: Path, mode: str = "prn", iters: int = 3, ex
     ]
     return ["train", "--config", "synthetic", "--out", str(out), "--no-progress",
             *[a for s in sets for a in ("--set", s)]]
+
+
+@pytest.fixture(scope="session")
+def exported_model(synth_root, tmp_path_factory) -> Path:
+    """A model directory exported from a 2-iteration `prn` checkpoint on ``synth_root``, bucket 128x256 (H x W)."""
+    from prnseg.export import export_model
+
+    work = tmp_path_factory.mktemp("exported")
+    run_cli(*tiny_train_args(synth_root, work / "run", "prn", iters=2))
+    return export_model(work / "run" / "last.pt", work / "model", sizes=["128x256"], max_batch=4, progress=False)

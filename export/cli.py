@@ -1,0 +1,56 @@
+"""``prnseg export``: argument parsing and the summary it prints; torch is imported when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by prnseg train (e.g. runs/x/last.pt)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the model directory to write")
+    p.add_argument("--weights", choices=("auto", "teacher", "student"), default="auto",
+                   help="auto: the EMA teacher when the checkpoint has one (it makes the pseudo-labels), else the student")
+    p.add_argument("--size", dest="sizes", action="append", default=None, metavar="HxW",
+                   help="an input size bucket, multiples of 32 (repeatable; default: the config's val resize)")
+    p.add_argument("--max-batch", type=int, default=8, metavar="N",
+                   help="largest batch for TensorRT profiles and Triton (the ONNX batch is dynamic)")
+    p.add_argument("--fp16", action="store_true",
+                   help="also write pseudolabeler_fp16.onnx (LayerNorm, softmax, decode head kept fp32), gated too")
+    p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines, one profile per size (needs a GPU)")
+    p.add_argument("--triton", action="store_true", help="also write a Triton model repository under DIR/triton")
+    p.add_argument("--calib", default=None, metavar="DIR",
+                   help="target-domain images for the parity gate (recursive; labels used when in the Cityscapes or "
+                        "images/+labels/ layout; default: a few synthetic target-style scenes)")
+    p.add_argument("--calib-images", type=int, default=8, metavar="N", help="use at most N --calib images (0 = all)")
+    p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset, >= 17 (default 17)")
+    p.add_argument("--overwrite", action="store_true", help="replace a ready model already in DIR")
+    p.add_argument("--no-progress", action="store_true", help="do not print the steps")
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.3f}%"
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from prnseg.export.exporter import export_model
+
+    out = export_model(args.checkpoint, args.out, weights=args.weights, sizes=args.sizes, max_batch=args.max_batch,
+                       fp16=args.fp16, tensorrt=args.tensorrt, triton=args.triton, calib_dir=args.calib,
+                       progress=not args.no_progress, opset=args.opset, overwrite=args.overwrite,
+                       calib_images=args.calib_images)
+    doc = json.loads((Path(out) / "model.json").read_text())
+    print(f"exported {args.checkpoint} ({doc['checkpoint']['weights']} weights, iteration "
+          f"{doc['checkpoint']['iteration']}) to {out}")
+    for f in sorted(p for p in Path(out).rglob("*") if p.is_file()):
+        print(f"  {f.relative_to(out)}  ({f.stat().st_size / 1e6:.2f} MB)")
+    for name, m in doc["parity"]["summary"].items():
+        if "label_agreement" in m:
+            print(f"parity {name}: label agreement {_pct(m['label_agreement'])}, noise agreement "
+                  f"{_pct(m['noise_agreement'])}, mIoU delta {m['miou_delta']:.3f} ({m['miou_delta_basis']})")
+    buckets = ", ".join(f"{b['height']}x{b['width']}" for b in doc["input"]["buckets"])
+    print(f"ready: buckets {buckets} (HxW), batch 1..{doc['input']['max_batch']}, outputs "
+          f"{', '.join(doc['outputs'])}")
+    print(f"next: prnseg label IMAGES --model {out} --out OUT")
+    return 0

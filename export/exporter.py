@@ -1,0 +1,316 @@
+"""``export_model``: a training checkpoint -> a self-describing model directory (DESIGN.md section 5).
+
+The directory is assembled in a hidden temporary sibling and renamed into place only at the
+end, so a crash or a failed step never leaves something at ``out_dir`` that looks like a model;
+a directory whose artefacts fail the parity gate is still written (to inspect ``parity.json``)
+but with ``ready: false``, which every runtime refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from prnseg import __version__
+from prnseg.errors import PrnsegError
+from prnseg.serve.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
+from prnseg.serve.model_spec import FORMAT, FORMAT_VERSION, MODEL_JSON, PSEUDOLABELER_OUTPUTS, load_model_spec
+from prnseg.training.checkpoint import file_sha256, load_checkpoint
+from prnseg.training.config import config_from_dict
+from prnseg.training.data.transforms import IMG_MEAN, IMG_STD
+from prnseg.training.models.segmentor import padded_size
+
+from . import onnx_export
+from .graphs import PRNGraph, PseudoLabeler, SegmenterGraph
+from .parity import load_calibration, run_parity
+
+STRIDE = 32
+MIN_OPSET = 17
+DEFAULT_OPSET = 17
+WEIGHTS = ("auto", "teacher", "student")
+
+
+class ExportError(PrnsegError):
+    """The checkpoint, the options or the output directory do not allow an export."""
+
+
+class ParityGateError(ExportError):
+    """The artefacts were written but disagree with PyTorch; ``model_dir`` holds them, not ready."""
+
+    def __init__(self, message: str, model_dir: Path):
+        super().__init__(message)
+        self.model_dir = model_dir
+
+
+def parse_size(size) -> tuple[int, int]:
+    """``"HxW"`` or ``(H, W)`` -> (H, W), both positive multiples of the output stride."""
+    if isinstance(size, str):
+        parts = size.lower().replace("*", "x").split("x")
+        try:
+            h, w = (int(p) for p in parts)
+        except ValueError:
+            raise ExportError(f"--size {size!r}: expected HEIGHTxWIDTH, e.g. 512x1024") from None
+    else:
+        h, w = (int(v) for v in size)
+    if h <= 0 or w <= 0:
+        raise ExportError(f"--size {h}x{w}: height and width must be positive")
+    if h % STRIDE or w % STRIDE:
+        ph, pw = padded_size(h, w, STRIDE)
+        raise ExportError(f"--size {h}x{w}: not a multiple of {STRIDE} (the network's output stride); "
+                          f"use {ph}x{pw}")
+    return h, w
+
+
+class _Steps:
+    """One line per export step on stderr, with its duration."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self.i = total, enabled, 0
+
+    def run(self, what: str, fn, *args, **kwargs):
+        self.i += 1
+        t0 = time.perf_counter()
+        if self.enabled:
+            print(f"[{self.i}/{self.total}] {what} ...", end="", file=sys.stderr, flush=True)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException:
+            if self.enabled:
+                print(" failed", file=sys.stderr, flush=True)
+            raise
+        if self.enabled:
+            print(f" done ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
+        return result
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a destination that holds something we must not replace."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out}: exists and is not a directory; choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        doc = _read_json(out / MODEL_JSON)
+        if doc is None or doc.get("format") != FORMAT:
+            raise ExportError(f"--out {out}: exists, is not empty and is not an exported model; "
+                              "choose a new or empty directory")
+        if doc.get("ready") and not overwrite:
+            raise ExportError(f"--out {out}: already holds a ready exported model; pass --overwrite to "
+                              "replace it, or choose another --out")
+
+
+def _make_staging(out: Path) -> Path:
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=parent))
+    except OSError as exc:
+        raise ExportError(f"--out {out}: cannot write there ({exc.strerror or exc}); choose a writable "
+                          "directory") from None
+    return tmp
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Replace ``out`` by ``tmp`` with renames (same filesystem): never a half-populated ``out``."""
+    if out.is_dir() and any(out.iterdir()):
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "model")
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def _load(checkpoint: Path, weights: str):
+    """(config, state, segmentor, prn or None, weights used) for export, in eval mode on the CPU."""
+    from prnseg.training.evaluate import _build_loaded
+    from prnseg.training.models.factory import create_prn
+
+    if weights not in WEIGHTS:
+        raise ExportError(f"--weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    cfg = config_from_dict(state["config"])
+    if weights == "auto":
+        weights = "teacher" if "teacher" in state else "student"
+    model = _build_loaded(cfg, state, weights, torch.device("cpu"), checkpoint)
+    prn = None
+    if cfg.uda.mode == "prn":
+        if "prn" not in state:
+            raise ExportError(f"{checkpoint}: a prn-mode checkpoint without PRN weights; re-save it with prnseg train")
+        prn = create_prn(model, channels=cfg.prn.channels, num_blocks=cfg.prn.num_blocks)
+        try:
+            prn.load_state_dict(state["prn"])
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ExportError(f"{checkpoint}: PRN weights do not fit its config: {first[:160]}") from None
+        prn.eval()
+    return cfg, state, model.eval(), prn, weights
+
+
+def _versions() -> dict:
+    import onnx
+    import onnxruntime
+    import transformers
+
+    return {"prnseg": __version__, "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__}
+
+
+def _artefact(path: Path, precision: str, opset: int, **extra) -> dict:
+    return {"file": path.name, "precision": precision, "opset": opset, "sha256": file_sha256(path),
+            "bytes": path.stat().st_size, **extra}
+
+
+def export_model(checkpoint, out_dir, *, weights: str = "auto", sizes=None, max_batch: int = 8, fp16: bool = False,
+                 tensorrt: bool = False, triton: bool = False, calib_dir=None, progress: bool = True,
+                 opset: int = DEFAULT_OPSET, overwrite: bool = False, calib_images: int = 8) -> Path:
+    """Export ``checkpoint`` into ``out_dir`` and gate it on parity; returns ``out_dir``.
+
+    ``weights="auto"`` takes the EMA teacher when the checkpoint has one (it makes the
+    pseudo-labels during training), else the student. ``sizes=None`` exports one bucket, the
+    config's val resize as (H, W). Raises ``ParityGateError`` after writing a not-ready
+    directory when the artefacts disagree with PyTorch, ``ExportError`` for bad inputs.
+    """
+    checkpoint, out = Path(checkpoint), Path(out_dir)
+    if int(opset) < MIN_OPSET:
+        raise ExportError(f"--opset {opset}: must be >= {MIN_OPSET} (LayerNormalization is a single node only "
+                          "from opset 17; older opsets decompose it and overflow in fp16)")
+    if int(max_batch) < 1:
+        raise ExportError(f"--max-batch {max_batch}: must be >= 1")
+    buckets = [parse_size(s) for s in sizes] if sizes else None
+    if tensorrt:
+        from .tensorrt import require_tensorrt
+
+        require_tensorrt()
+    _check_out_dir(out, overwrite)
+    cfg, state, segmentor, prn, weights = _load(checkpoint, weights)
+    if buckets is None:
+        w, h = cfg.data.val.resize
+        buckets = [parse_size((h, w))]
+    buckets = list(dict.fromkeys(buckets))
+    noise_threshold = cfg.prn.noise_threshold if prn is not None else round(1.0 - cfg.uda.pseudo_threshold, 6)
+    reference = PseudoLabeler(segmentor, prn, IMG_MEAN, IMG_STD, noise_threshold).eval()
+
+    tmp = _make_staging(out)
+    try:
+        n_steps = 3 + (prn is not None) + bool(fp16) + bool(tensorrt) + bool(triton)
+        steps = _Steps(n_steps, progress)
+        return _export_into(tmp, out, checkpoint, cfg, state, segmentor, prn, reference, weights, buckets,
+                            int(max_batch), fp16, tensorrt, triton, calib_dir, int(opset), overwrite,
+                            calib_images, noise_threshold, steps)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _export_into(tmp, out, checkpoint, cfg, state, segmentor, prn, reference, weights, buckets, max_batch, fp16,
+                 tensorrt, triton, calib_dir, opset, overwrite, calib_images, noise_threshold, steps) -> Path:
+    h0, w0 = buckets[0]
+    n_ln = onnx_export.count_layernorm_modules(segmentor)
+    files: dict[str, Path] = {}
+    files["segmenter"] = steps.run("segmenter.onnx", onnx_export.export_segmenter, SegmenterGraph(segmentor),
+                                   tmp / "segmenter.onnx", (h0, w0), opset, n_ln)
+    if prn is not None:
+        files["prn"] = steps.run("prn.onnx", onnx_export.export_prn, PRNGraph(prn), segmentor,
+                                 tmp / "prn.onnx", (h0, w0), opset)
+    files["pseudolabeler"] = steps.run("pseudolabeler.onnx", onnx_export.export_pseudolabeler, reference,
+                                       tmp / "pseudolabeler.onnx", (h0, w0), opset, n_ln)
+    if fp16:
+        from .fp16 import convert_pseudolabeler_fp16
+
+        files["pseudolabeler_fp16"] = steps.run("pseudolabeler_fp16.onnx", convert_pseudolabeler_fp16,
+                                                files["pseudolabeler"], tmp / "pseudolabeler_fp16.onnx", n_ln)
+
+    doc = _model_doc(out, checkpoint, cfg, state, weights, buckets, max_batch, noise_threshold, prn is not None,
+                     files, opset)
+    _write_json(tmp / MODEL_JSON, doc)
+    spec = load_model_spec(tmp, require_ready=False)
+
+    # synthetic scenes at 1.5x the first bucket, so the gate exercises the resize in ModelSpec.fit
+    images, desc = load_calibration(calib_dir, calib_images if calib_dir is not None else 0,
+                                    size_wh=(w0 * 3 // 2, h0 * 3 // 2))
+    report = steps.run(f"parity gate ({len(images)} images x {len(buckets)} buckets)", run_parity, reference, spec,
+                       files, images, desc)
+    _write_json(tmp / "parity.json", report)
+    doc["parity"] = {"passed": report["passed"], "failures": report["failures"], "summary": report["summary"],
+                     "calibration": desc, "file": "parity.json"}
+
+    if report["passed"] and tensorrt:
+        from .tensorrt import build_engines
+
+        engine_src = files.get("pseudolabeler_fp16", files["pseudolabeler"])
+        doc["artefacts"]["tensorrt"] = steps.run("TensorRT engines", build_engines, engine_src, tmp, buckets,
+                                                 max_batch, fp16, timing_cache=out.parent / ".prnseg_trt_timing.cache")
+    if report["passed"] and triton:
+        from .triton import write_triton_repository
+
+        steps.run("Triton model repository", write_triton_repository, tmp, doc)
+
+    if report["passed"]:
+        doc["ready"], doc["not_ready_reason"] = True, None
+    else:
+        doc["ready"] = False
+        doc["not_ready_reason"] = "parity gate failed: " + "; ".join(report["failures"])
+    _write_json(tmp / MODEL_JSON, doc)
+
+    if report["passed"]:
+        _check_out_dir(out, overwrite)
+        _move_into_place(tmp, out)
+        return out
+    current = _read_json(out / MODEL_JSON) if out.is_dir() else None
+    dest = out if not (current and current.get("ready")) else out.with_name(out.name + ".rejected")
+    if dest != out and dest.exists():
+        shutil.rmtree(dest)
+    if dest == out:
+        _check_out_dir(out, True)
+    _move_into_place(tmp, dest)
+    raise ParityGateError(f"parity gate failed: {'; '.join(report['failures'])}; the artefacts are in {dest} "
+                          "marked not ready (see parity.json)", dest)
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _model_doc(out, checkpoint, cfg, state, weights, buckets, max_batch, noise_threshold, has_prn, files, opset):
+    artefacts = {}
+    for key, path in files.items():
+        artefacts[key] = _artefact(path, "fp16" if key.endswith("_fp16") else "fp32", opset)
+    num_classes = cfg.model.num_classes
+    classes = list(CITYSCAPES_CLASSES) if num_classes == len(CITYSCAPES_CLASSES) else [str(i) for i in range(num_classes)]
+    palette = [list(map(int, c)) for c in CITYSCAPES_PALETTE[:num_classes]]
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "name": out.name,
+        "ready": False, "not_ready_reason": "export in progress",
+        "classes": classes, "palette": palette, "ignore_index": IGNORE_INDEX,
+        "input": {"name": "image", "dtype": "uint8", "layout": "NHWC", "color": "RGB",
+                  "mean": list(IMG_MEAN), "std": list(IMG_STD),
+                  "buckets": [{"height": h, "width": w} for h, w in buckets],
+                  "max_batch": max_batch, "dynamic": {"batch": True, "height_width": "any multiple of 32"},
+                  "resize": "keep-ratio fit + bottom/right pad with mean colour; see serve/model_spec.py"},
+        "outputs": {name: {"dtype": "uint8", "shape": ["N", "H", "W"], "meaning": meaning}
+                    for name, meaning in PSEUDOLABELER_OUTPUTS.items()},
+        "noise": {"source": "prn" if has_prn else "confidence", "threshold": noise_threshold},
+        "artefacts": artefacts,
+        "opset": opset,
+        "precision": ["fp32", "fp16"] if "pseudolabeler_fp16" in files else ["fp32"],
+        "producer": _versions(),
+        "checkpoint": {"file": checkpoint.name, "sha256": file_sha256(checkpoint), "weights": weights,
+                       "iteration": int(state.get("step", 0)), "config": cfg.name, "arch": cfg.model.arch,
+                       "head": cfg.model.head, "mode": cfg.uda.mode},
+    }

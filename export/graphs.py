@@ -1,0 +1,95 @@
+"""The torch modules that become the exported ONNX graphs.
+
+``PseudoLabeler`` is both the graph traced into ``pseudolabeler.onnx`` and the PyTorch reference
+the parity gate compares every artefact against: one definition of "what the model outputs", so
+a difference found by the gate is an export difference, never a second implementation drifting.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Output names of ``segmenter.onnx`` after ``logits`` (the PRN's inputs, one per encoder level).
+FEATURE_NAMES = ("feat0", "feat1", "feat2", "feat3")
+SEGMENTER_OUTPUTS = ("logits", *FEATURE_NAMES)
+PRN_INPUTS = (*FEATURE_NAMES, "logits")
+PRN_OUTPUTS = ("refined_logits", "noise_logit")
+PSEUDOLABELER_OUTPUT_ORDER = ("label", "raw_label", "noise", "noise_prob", "confidence")
+
+
+class SegmenterGraph(nn.Module):
+    """Normalised float image N x 3 x H x W -> (logits at stride 4, the four encoder feature maps)."""
+
+    def __init__(self, segmentor: nn.Module):
+        super().__init__()
+        self.segmentor = segmentor
+
+    def forward(self, image: torch.Tensor):
+        out = self.segmentor(image)
+        return (out.logits, *out.features)
+
+
+class PRNGraph(nn.Module):
+    """(feat0..feat3, logits) -> (refined logits, noise logit), all at stride 4."""
+
+    def __init__(self, prn: nn.Module):
+        super().__init__()
+        self.prn = prn
+
+    def forward(self, feat0, feat1, feat2, feat3, logits):
+        return self.prn([feat0, feat1, feat2, feat3], logits)
+
+
+def _to_uint8(p: torch.Tensor) -> torch.Tensor:
+    """[0, 1] probability -> round(p * 255) as uint8."""
+    return torch.round(p * 255.0).clamp(0, 255).to(torch.uint8)
+
+
+class PseudoLabeler(nn.Module):
+    """uint8 RGB N x H x W x 3 -> uint8 (label, raw_label, noise, noise_prob, confidence), N x H x W.
+
+    Normalisation, segmenter, PRN, bilinear upsampling of the stride-4 maps to H x W, softmax,
+    argmax and the noise threshold all live here, so full-resolution logits never leave the
+    device. Without a PRN the label is the segmenter's own and the noise probability is
+    ``1 - max softmax`` (the confidence-threshold detector self-training uses); ``threshold`` is
+    then ``1 - pseudo_threshold``.
+    """
+
+    def __init__(self, segmentor: nn.Module, prn: nn.Module | None, mean, std, noise_threshold: float):
+        super().__init__()
+        self.segmentor = segmentor
+        self.prn = prn
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("inv_std", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1),
+                             persistent=False)
+        self.noise_threshold = float(noise_threshold)
+
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 N x H x W x 3 -> float N x 3 x H x W, ``(x - mean) / std``."""
+        x = image.permute(0, 3, 1, 2).to(torch.float32)
+        return (x - self.mean) * self.inv_std
+
+    def forward(self, image: torch.Tensor):
+        x = self.normalise(image)
+        size = (image.shape[1], image.shape[2])
+        out = self.segmentor(x)
+
+        def up(t):
+            return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+
+        raw_logits = up(out.logits)
+        raw_label = raw_logits.argmax(1).to(torch.uint8)
+        if self.prn is not None:
+            refined, noise_logit = self.prn(list(out.features), out.logits)
+            refined_logits = up(refined)
+            confidence = torch.softmax(refined_logits, dim=1).amax(1)
+            label = refined_logits.argmax(1).to(torch.uint8)
+            noise_prob = torch.sigmoid(up(noise_logit))[:, 0]
+        else:
+            confidence = torch.softmax(raw_logits, dim=1).amax(1)
+            label = raw_label
+            noise_prob = 1.0 - confidence
+        noise = (noise_prob >= self.noise_threshold).to(torch.uint8)
+        return label, raw_label, noise, _to_uint8(noise_prob), _to_uint8(confidence)
