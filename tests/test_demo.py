@@ -1,0 +1,237 @@
+"""The Gradio demo, really served: gradio_client over HTTP, a headless Chromium, the CLI as a subprocess.
+
+The server runs in this test process on a free local port, on the session's exported model. The
+browser test saves a screenshot to ``tmp_path`` and copies it to ``$PRNSEG_TEST_ARTIFACTS``
+(default ``test-artifacts/`` in the repository root).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+import numpy as np  # noqa: E402
+import PIL.Image  # noqa: E402
+import pytest  # noqa: E402
+
+from conftest import run_cli  # noqa: E402
+from prnseg.serve.image_io import read_image, read_label, write_image  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_PIXELS = 300_000
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def palette_ids(path) -> np.ndarray:
+    """The stored indices of a palette PNG (OpenCV would expand them to colours)."""
+    with PIL.Image.open(path) as im:
+        assert im.mode == "P", f"{path} is {im.mode}, expected a palette PNG"
+        return np.array(im)
+
+
+@pytest.fixture(scope="module")
+def predictor(exported_model):
+    from prnseg.serve import Predictor
+
+    return Predictor(exported_model, backend="onnxruntime", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def demo_app(exported_model, tmp_path_factory):
+    from prnseg.demo.app import build_app, launch
+
+    app = build_app(exported_model, max_pixels=MAX_PIXELS, backend="onnxruntime", device="cpu",
+                    workdir=tmp_path_factory.mktemp("demo-downloads"))
+    launch(app, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
+    yield app
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """A bundled example, an odd-sized PNG (no bucket fits it exactly), and three bad uploads."""
+    from prnseg.demo.app import example_images
+
+    d = tmp_path_factory.mktemp("demo-images")
+    example = example_images()[0]
+    odd = d / "odd size.png"
+    write_image(odd, read_image(example_images()[-1])[10:210, 40:340])
+    (d / "notes.txt").write_text("not an image\n")
+    (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(300))
+    write_image(d / "huge.png", np.zeros((600, 600, 3), dtype=np.uint8))
+    return {"example": example, "odd": odd, "txt": d / "notes.txt", "broken": d / "broken.png",
+            "huge": d / "huge.png"}
+
+
+def test_bundled_examples_are_small_day_and_night_images():
+    from prnseg.demo.app import example_images
+
+    ex = example_images()
+    assert [p.stem.split("_")[0] for p in ex] == ["day", "day", "night", "night"]
+    for p in ex:
+        assert p.stat().st_size < 150_000
+        assert read_image(p).shape == (256, 512, 3)
+
+
+def test_client_labels_match_predictor_and_bad_uploads_are_messages(demo_app, predictor, images, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(demo_app.local_url, verbose=False, download_files=str(tmp_path / "dl"))
+    for key in ("example", "odd"):
+        res = client.predict(handle_file(str(images[key])), 0.5, 0.3, api_name="/segment")
+        annotated, noise_view, compare, diff, heat, table, status, noise_png, label_png = res
+        expected = predictor.predict([read_image(images[key])])[0]
+        np.testing.assert_array_equal(palette_ids(label_png), expected.label)
+        np.testing.assert_array_equal(read_label(noise_png), expected.noise_at(0.3).astype(np.uint8) * 255)
+        present = {predictor.spec.classes[c] for c in np.unique(expected.label)}
+        assert {a["label"] for a in annotated["annotations"]} == present
+        assert {row[0] for row in table["data"]} == present
+        assert sum(row[1] for row in table["data"]) == pytest.approx(100, abs=0.1)
+        assert images[key].name in status and "ms" in status and "threshold 0.30" in status
+        h, w = expected.label.shape
+        assert read_image(heat).shape[1] == w and read_image(diff).shape[:2] == (h, w)
+
+    for key, message in (("txt", "notes.txt: wrong file type ('.txt')"),
+                         ("broken", "broken.png: not a readable image"),
+                         ("huge", "huge.png: image too large (600 x 600 = 0.4 MP")):
+        with pytest.raises(AppError) as err:
+            client.predict(handle_file(str(images[key])), 0.5, 0.5, api_name="/segment")
+        assert message in str(err.value) and "Traceback" not in str(err.value)
+        good = client.predict(handle_file(str(images["example"])), 0.5, 0.5, api_name="/segment")
+        np.testing.assert_array_equal(palette_ids(good[8]), predictor.predict([read_image(images["example"])])[0].label)
+
+    gallery, noise_gallery, table, status, archive = client.predict(
+        [handle_file(str(images[k])) for k in ("example", "txt", "odd")], api_name="/segment_batch")
+    assert [g["caption"] for g in gallery] == [images["example"].name, images["odd"].name]
+    assert len(noise_gallery) == 2
+    assert [row[0] for row in table["data"]] == [images[k].name for k in ("example", "txt", "odd")]
+    assert [row[2] for row in table["data"]] == ["ok", "error: notes.txt: wrong file type ('.txt'); upload a PNG, "
+                                                 "JPG, WEBP, BMP, TIFF image", "ok"]
+    assert "**2** image(s) segmented, **1** rejected" in status
+    with zipfile.ZipFile(archive) as zf:
+        assert sorted(zf.namelist()) == ["labels/day_1.png", "labels/odd size.png", "noise/day_1.png",
+                                         "noise/odd size.png"]
+        zf.extractall(tmp_path / "zip")
+    for key, stem in (("example", "day_1"), ("odd", "odd size")):
+        expected = predictor.predict([read_image(images[key])])[0]
+        np.testing.assert_array_equal(palette_ids(tmp_path / "zip" / "labels" / f"{stem}.png"), expected.label)
+        np.testing.assert_array_equal(read_label(tmp_path / "zip" / "noise" / f"{stem}.png") > 0,
+                                      expected.noise_at(predictor.spec.noise_threshold))
+
+
+def test_sliders_rerender_the_cached_prediction(demo_app, predictor, images):
+    core = demo_app.prnseg_core
+    calls = []
+    real = core.predictor.predict
+    core.predictor.predict = lambda imgs: calls.append(len(imgs)) or real(imgs)
+    try:
+        *views, label_file, state = core.segment(str(images["odd"]), 0.4, 0.5)
+        for t in (0.0, 0.2, 0.9, 1.0):
+            annotated, noise_view, compare, diff, heat, table, status, noise_file = core.render(state, 0.8, t)
+            expected = state["pred"].noise_at(t)
+            np.testing.assert_array_equal(read_label(noise_file) > 0, expected)
+            assert f"threshold {t:.2f}" in status and f"{100 * expected.mean():.2f} %" in status
+            assert all(float(m.max()) == pytest.approx(0.8) for m, _ in annotated[1])
+    finally:
+        core.predictor.predict = real
+    assert calls == [1]
+    assert state["pred"].noise_at(0.0).all()
+
+
+def test_browser_uploads_runs_and_shows_result_and_legend(demo_app, images, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is not installed (pip install playwright; no browser download)")
+    chromium = os.environ.get("PRNSEG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).is_file():
+        pytest.skip(f"no Chromium at {chromium} (apt-get install chromium, or set PRNSEG_CHROMIUM)")
+    classes = set(demo_app.prnseg_core.classes)
+    shot = tmp_path / "artifacts" / "demo.png"
+    shot.parent.mkdir()
+    external: list[str] = []
+
+    def local_only(route):
+        if route.request.url.startswith(demo_app.local_url.rstrip("/")):
+            route.continue_()
+        else:
+            external.append(route.request.url)
+            route.abort()
+
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.route("**/*", local_only)
+            page.goto(demo_app.local_url, wait_until="domcontentloaded", timeout=30_000)
+            page.locator("#input-image input[type=file]").set_input_files(str(images["example"]))
+            page.locator("#input-image img").first.wait_for(state="visible", timeout=15_000)
+            page.locator("#run").click()
+            result = page.locator("#segmentation img[alt='the base file that is annotated']")
+            result.wait_for(state="visible", timeout=30_000)
+            page.wait_for_function("() => [...document.querySelectorAll('#segmentation img')]"
+                                   ".every(i => i.complete && i.naturalWidth > 0)", timeout=15_000)
+            legend = page.locator("#segmentation .legend-item")
+            legend.first.wait_for(state="visible", timeout=15_000)
+            names = {t.strip() for t in legend.all_inner_texts()}
+            assert names and names <= classes
+            assert "inference" in page.locator("#status").inner_text()
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    out = Path(os.environ.get("PRNSEG_TEST_ARTIFACTS") or REPO / "test-artifacts")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, out / "demo.png")
+    assert not [u for u in external if not u.startswith("data:")], f"the page reached outside: {external}"
+
+
+def test_cli_serves_the_model_and_stops_on_ctrl_c(exported_model, tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "prnseg", "demo", "--model", str(exported_model),
+                             "--port", str(port), "--backend", "onnxruntime", "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    lines = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "prnseg demo: open" in line:
+                break
+        url = f"http://127.0.0.1:{port}/"
+        assert any(url in line for line in lines), "".join(lines)
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            assert resp.status == 200 and b"prnseg demo" in resp.read()
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, "".join(lines) + rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_without_model_says_how_to_make_one(tmp_path):
+    proc = run_cli("demo", check=False, cwd=tmp_path)
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("prnseg demo: error: no model given")
+    assert "prnseg quickstart" in err[0] and "prnseg export CHECKPOINT --out DIR" in err[0]
