@@ -236,25 +236,24 @@ def _export_into(tmp, out, checkpoint, cfg, state, segmentor, prn, reference, we
 
     doc = _model_doc(out, checkpoint, cfg, state, weights, buckets, max_batch, noise_threshold, prn is not None,
                      files, opset)
+    if tensorrt:
+        from .tensorrt import build_engines
+
+        doc["artefacts"]["tensorrt"] = steps.run("TensorRT engines", build_engines, files, tmp, buckets, max_batch,
+                                                 fp16)
     _write_json(tmp / MODEL_JSON, doc)
     spec = load_model_spec(tmp, require_ready=False)
 
     # synthetic scenes at 1.5x the first bucket, so the gate exercises the resize in ModelSpec.fit
     images, desc = load_calibration(calib_dir, calib_images if calib_dir is not None else 0,
                                     size_wh=(w0 * 3 // 2, h0 * 3 // 2))
+    runners = _engine_runners(spec, doc["artefacts"].get("tensorrt") or [])
     report = steps.run(f"parity gate ({len(images)} images x {len(buckets)} buckets)", run_parity, reference, spec,
-                       files, images, desc)
+                       files, images, desc, runners)
     _write_json(tmp / "parity.json", report)
     doc["parity"] = {"passed": report["passed"], "failures": report["failures"], "summary": report["summary"],
                      "calibration": desc, "file": "parity.json"}
-
-    if report["passed"] and tensorrt:
-        from .tensorrt import build_engines
-
-        engine_src = files.get("pseudolabeler_fp16", files["pseudolabeler"])
-        doc["artefacts"]["tensorrt"] = steps.run("TensorRT engines", build_engines, engine_src, tmp, buckets,
-                                                 max_batch, fp16, timing_cache=out.parent / ".prnseg_trt_timing.cache")
-    if report["passed"] and triton:
+    if triton:
         from .triton import write_triton_repository
 
         steps.run("Triton model repository", write_triton_repository, tmp, doc)
@@ -279,6 +278,20 @@ def _export_into(tmp, out, checkpoint, cfg, state, segmentor, prn, reference, we
     _move_into_place(tmp, dest)
     raise ParityGateError(f"parity gate failed: {'; '.join(report['failures'])}; the artefacts are in {dest} "
                           "marked not ready (see parity.json)", dest)
+
+
+def _engine_runners(spec, entries: list[dict]) -> dict:
+    """The TensorRT plans as parity runners (one runner over all buckets per precision)."""
+    if not entries:
+        return {}
+    from prnseg.serve.model_spec import Bucket
+    from prnseg.serve.trt_runtime import TensorRTRunner
+
+    runners = {}
+    for precision in sorted({e["precision"] for e in entries}):
+        plans = {Bucket(e["bucket"]["height"], e["bucket"]["width"]): e for e in entries if e["precision"] == precision}
+        runners[f"tensorrt_{precision}"] = TensorRTRunner(spec, plans).run
+    return runners
 
 
 def _write_json(path: Path, doc: dict) -> None:

@@ -68,7 +68,7 @@ class PseudoLabeler(nn.Module):
 
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 N x H x W x 3 -> float N x 3 x H x W, ``(x - mean) / std``."""
-        x = image.permute(0, 3, 1, 2).to(torch.float32)
+        x = image.to(torch.float32).permute(0, 3, 1, 2)  # cast first: TensorRT takes uint8 only into a Cast
         return (x - self.mean) * self.inv_std
 
     def forward(self, image: torch.Tensor):

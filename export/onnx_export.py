@@ -38,6 +38,9 @@ def op_counts(model: onnx.ModelProto) -> Counter:
 
 def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes, opset: int,
             layernorms: int | None) -> Path:
+    # A fresh wrapper module is in training mode and the exporter restores that mode afterwards,
+    # recursively: the wrapped networks would come back with BatchNorm updating its statistics.
+    module.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.no_grad():
@@ -72,7 +75,7 @@ def export_segmenter(graph: nn.Module, path: Path, hw: tuple[int, int], opset: i
 
 def export_prn(graph: nn.Module, segmentor: nn.Module, path: Path, hw: tuple[int, int], opset: int) -> Path:
     with torch.no_grad():
-        out = segmentor(torch.randn(DUMMY_BATCH, 3, *hw))
+        out = segmentor.eval()(torch.randn(DUMMY_BATCH, 3, *hw))
     args = (*out.features, out.logits)
     axes = _nchw_axes(PRN_INPUTS)
     axes.update({n: {0: "N", 2: "H_feat0", 3: "W_feat0"} for n in PRN_OUTPUTS})

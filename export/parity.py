@@ -102,6 +102,12 @@ def _ort_session(path: Path):
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+def _ort_runner(session):
+    def run(batch):
+        return dict(zip(PSEUDOLABELER_OUTPUT_ORDER, session.run(list(PSEUDOLABELER_OUTPUT_ORDER), {"image": batch})))
+    return run
+
+
 def _miou(cm: ConfusionMatrix) -> float:
     v = cm.miou()
     return 0.0 if math.isnan(v) else 100.0 * v
@@ -168,17 +174,21 @@ def _merge_max(a: dict, b: dict) -> dict:
 
 @torch.no_grad()
 def run_parity(reference: PseudoLabeler, spec: ModelSpec, files: dict[str, Path], images: list[CalibImage],
-               calib_desc: str, progress=None) -> dict:
+               calib_desc: str, runners: dict | None = None) -> dict:
     """Compare every ONNX artefact in ``files`` (keys: segmenter, prn, pseudolabeler,
-    pseudolabeler_fp16) with ``reference`` on ``images`` fitted to each bucket."""
+    pseudolabeler_fp16) and every extra pseudo-labeler in ``runners`` (name -> ``run(uint8 batch)
+    -> {output: array}``, e.g. TensorRT engines) with ``reference`` on ``images`` fitted to each
+    bucket. A name ending in ``fp16`` is held to the fp16 gate, any other to the fp32 gate."""
     sessions = {k: _ort_session(p) for k, p in files.items()}
+    labelers = {k: _ort_runner(s) for k, s in sessions.items() if k.startswith("pseudolabeler")}
+    labelers.update(runners or {})
     num_classes = spec.num_classes
     per_bucket = {}
     for bucket in spec.buckets:
         key = f"{bucket.height}x{bucket.width}"
-        seg_diff = {"max_abs_logit_diff": 0.0, "max_abs_feature_diff": 0.0}
+        seg_diff = {"max_abs_logit_diff": 0.0, "max_abs_feature_diff": 0.0, "max_abs_logit": 0.0}
         prn_diff = {"max_abs_refined_logit_diff": 0.0, "max_abs_noise_logit_diff": 0.0}
-        agree = {k: _Agreement(num_classes) for k in sessions if k.startswith("pseudolabeler")}
+        agree = {k: _Agreement(num_classes) for k in labelers}
         for img in images:
             fitted, placement = spec.fit(img.rgb, spec.place_in(*img.rgb.shape[:2], bucket))
             batch = fitted[None]
@@ -189,6 +199,7 @@ def run_parity(reference: PseudoLabeler, spec: ModelSpec, files: dict[str, Path]
                 o = sessions["segmenter"].run(None, {"image": x.numpy()})
                 seg_diff["max_abs_logit_diff"] = max(seg_diff["max_abs_logit_diff"],
                                                      float(np.abs(o[0] - seg.logits.numpy()).max()))
+                seg_diff["max_abs_logit"] = max(seg_diff["max_abs_logit"], float(seg.logits.abs().max()))
                 fd = max(float(np.abs(a - b.numpy()).max()) for a, b in zip(o[1:], seg.features))
                 seg_diff["max_abs_feature_diff"] = max(seg_diff["max_abs_feature_diff"], fd)
             if "prn" in sessions and reference.prn is not None:
@@ -201,11 +212,8 @@ def run_parity(reference: PseudoLabeler, spec: ModelSpec, files: dict[str, Path]
                 prn_diff["max_abs_noise_logit_diff"] = max(prn_diff["max_abs_noise_logit_diff"],
                                                            float(np.abs(o[1] - noise.numpy()).max()))
             for k, acc in agree.items():
-                outs = sessions[k].run(list(PSEUDOLABELER_OUTPUT_ORDER), {"image": batch})
-                art = {n: o[0] for n, o in zip(PSEUDOLABELER_OUTPUT_ORDER, outs)}
+                art = {n: o[0] for n, o in labelers[k](batch).items()}
                 acc.update(art, ref, placement.resized_hw, img.gt, placement, spec)
-            if progress:
-                progress()
         entry = {}
         if "segmenter" in sessions:
             entry["segmenter"] = seg_diff
@@ -219,7 +227,7 @@ def run_parity(reference: PseudoLabeler, spec: ModelSpec, files: dict[str, Path]
             summary[art] = _merge_max(summary[art], metrics) if art in summary else dict(metrics)
     report = {
         "reference": "PyTorch PseudoLabeler (fp32, CPU) on the same bucket-fitted uint8 images",
-        "runtime": "onnxruntime CPUExecutionProvider",
+        "runtime": "onnxruntime CPUExecutionProvider" + ("; TensorRT for the plans" if runners else ""),
         "calibration": calib_desc,
         "n_images": len(images),
         "agreement_region": "the image region of each bucket (padding excluded)",
@@ -240,15 +248,16 @@ def run_parity(reference: PseudoLabeler, spec: ModelSpec, files: dict[str, Path]
 def gate_failures(summary: dict) -> list[str]:
     """Human-readable reasons the artefacts fail the gate (empty = ready)."""
     out = []
-    fp32 = summary.get("pseudolabeler")
-    if fp32 is not None and fp32["label_agreement"] < FP32_LABEL_AGREEMENT_MIN:
-        out.append(f"fp32 pseudolabeler label agreement {100 * fp32['label_agreement']:.3f}% < "
-                   f"{100 * FP32_LABEL_AGREEMENT_MIN:.1f}%")
-    fp16 = summary.get("pseudolabeler_fp16")
-    if fp16 is not None:
-        if fp16["label_agreement"] < FP16_LABEL_AGREEMENT_MIN:
-            out.append(f"fp16 pseudolabeler label agreement {100 * fp16['label_agreement']:.3f}% < "
-                       f"{100 * FP16_LABEL_AGREEMENT_MIN:.1f}%")
-        if fp16["miou_delta"] > FP16_MIOU_DELTA_MAX:
-            out.append(f"fp16 pseudolabeler mIoU delta {fp16['miou_delta']:.3f} > {FP16_MIOU_DELTA_MAX} points")
+    for name, m in summary.items():
+        if "label_agreement" not in m:
+            continue
+        if name.endswith("fp16"):
+            if m["label_agreement"] < FP16_LABEL_AGREEMENT_MIN:
+                out.append(f"{name} label agreement {100 * m['label_agreement']:.3f}% < "
+                           f"{100 * FP16_LABEL_AGREEMENT_MIN:.1f}%")
+            if m["miou_delta"] > FP16_MIOU_DELTA_MAX:
+                out.append(f"{name} mIoU delta {m['miou_delta']:.3f} > {FP16_MIOU_DELTA_MAX} points")
+        elif m["label_agreement"] < FP32_LABEL_AGREEMENT_MIN:
+            out.append(f"{name} label agreement {100 * m['label_agreement']:.3f}% < "
+                       f"{100 * FP32_LABEL_AGREEMENT_MIN:.1f}%")
     return out

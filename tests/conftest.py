@@ -43,10 +43,18 @@ def tiny_train_args(root: Path, out: Path, mode: str = "prn", iters: int = 3, ex
 
 
 @pytest.fixture(scope="session")
-def exported_model(synth_root, tmp_path_factory) -> Path:
-    """A model directory exported from a 2-iteration `prn` checkpoint on ``synth_root``, bucket 128x256 (H x W)."""
+def prn_checkpoint(synth_root, tmp_path_factory) -> Path:
+    """A 2-iteration `prn` checkpoint (teacher + PRN) trained on ``synth_root``."""
+    run = tmp_path_factory.mktemp("prn_run")
+    run_cli(*tiny_train_args(synth_root, run, "prn", iters=2))
+    return run / "last.pt"
+
+
+@pytest.fixture(scope="session")
+def exported_model(prn_checkpoint, tmp_path_factory) -> Path:
+    """A model directory exported from ``prn_checkpoint``: bucket 128x256 (H x W), max batch 4,
+    pseudolabeler.onnx and pseudolabeler_fp16.onnx, both through the parity gate."""
     from prnseg.export import export_model
 
-    work = tmp_path_factory.mktemp("exported")
-    run_cli(*tiny_train_args(synth_root, work / "run", "prn", iters=2))
-    return export_model(work / "run" / "last.pt", work / "model", sizes=["128x256"], max_batch=4, progress=False)
+    out = tmp_path_factory.mktemp("exported") / "model"
+    return export_model(prn_checkpoint, out, sizes=["128x256"], max_batch=4, fp16=True, progress=False)

@@ -2,23 +2,396 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
+import torch
 
-from prnseg.serve.model_spec import PSEUDOLABELER_OUTPUTS, load_model_spec
+from conftest import run_cli
+from prnseg.serve.model_spec import PSEUDOLABELER_OUTPUTS, ModelSpecError, load_model_spec
+
+BUCKET = (128, 256)
 
 
-def test_exported_model_fixture_is_ready(exported_model):
+def _session(path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _val_images(synth_root: Path) -> list[Path]:
+    from prnseg.serve.image_io import list_images
+
+    return list_images(synth_root / "cityscapes" / "leftImg8bit" / "val")
+
+
+def _parity(model_dir: Path) -> dict:
+    return json.loads((model_dir / "parity.json").read_text())
+
+
+def _no_staging_left(parent: Path) -> None:
+    assert not [p.name for p in parent.iterdir() if ".export-" in p.name or ".old-" in p.name]
+
+
+# --- the fixture export: contract, parity, graph structure -------------------------------------------------
+
+
+def test_model_json_describes_a_ready_model(exported_model, prn_checkpoint):
     spec = load_model_spec(exported_model)
-    assert spec.ready and [(b.height, b.width) for b in spec.buckets] == [(128, 256)]
-    for key in ("segmenter", "prn", "pseudolabeler"):
-        onnx.checker.check_model(str(spec.artefact_path(key)), full_check=True)
-    parity = json.loads((exported_model / "parity.json").read_text())
-    assert parity["passed"] and parity["summary"]["pseudolabeler"]["label_agreement"] >= 0.999
-    sess = ort.InferenceSession(str(spec.artefact_path("pseudolabeler")), providers=["CPUExecutionProvider"])
-    assert [o.name for o in sess.get_outputs()] == list(PSEUDOLABELER_OUTPUTS)
-    out = sess.run(None, {"image": np.zeros((1, 128, 256, 3), np.uint8)})
-    assert all(o.dtype == np.uint8 and o.shape == (1, 128, 256) for o in out)
+    doc = spec.raw
+    assert spec.ready and doc["not_ready_reason"] is None
+    assert [(b.height, b.width) for b in spec.buckets] == [BUCKET] and spec.max_batch == 4
+    assert doc["input"]["name"] == "image" and doc["input"]["dtype"] == "uint8" and doc["input"]["layout"] == "NHWC"
+    assert list(doc["outputs"]) == list(PSEUDOLABELER_OUTPUTS) and spec.num_classes == 19
+    assert doc["noise"] == {"source": "prn", "threshold": 0.5}
+    assert doc["opset"] == 17 and doc["precision"] == ["fp32", "fp16"]
+    assert set(doc["producer"]) >= {"prnseg", "torch", "onnx", "onnxruntime", "transformers"}
+    from prnseg.training.checkpoint import file_sha256
+
+    assert doc["checkpoint"]["sha256"] == file_sha256(prn_checkpoint)
+    assert doc["checkpoint"]["weights"] == "teacher" and doc["checkpoint"]["iteration"] == 2
+    for key in ("segmenter", "prn", "pseudolabeler", "pseudolabeler_fp16"):
+        path = spec.artefact_path(key)
+        assert doc["artefacts"][key]["sha256"] == file_sha256(path)
+        onnx.checker.check_model(str(path), full_check=True)
+        assert onnx.load(str(path)).opset_import[0].version == 17
+    assert doc["parity"]["passed"] and doc["parity"]["summary"] == _parity(exported_model)["summary"]
+
+
+def test_parity_fp32_and_fp16_pass_the_gate(exported_model):
+    parity = _parity(exported_model)
+    assert parity["passed"] and parity["failures"] == [] and parity["n_images"] >= 4
+    fp32, fp16 = parity["summary"]["pseudolabeler"], parity["summary"]["pseudolabeler_fp16"]
+    assert fp32["label_agreement"] >= 0.999 and fp32["noise_agreement"] >= 0.999
+    assert fp16["label_agreement"] >= 0.99 and fp16["miou_delta"] <= 0.5
+    assert fp32["miou_delta_basis"] == "ground truth"  # the default synthetic calibration has labels
+    seg, prn = parity["summary"]["segmenter"], parity["summary"]["prn"]
+    assert seg["max_abs_feature_diff"] < 1e-3 and seg["max_abs_logit_diff"] < 1e-3 * max(1.0, seg["max_abs_logit"])
+    assert prn["max_abs_refined_logit_diff"] < 1e-3 and prn["max_abs_noise_logit_diff"] < 1e-3
+
+
+def test_every_layernorm_is_one_node(exported_model, prn_checkpoint):
+    from prnseg.export.exporter import _load
+    from prnseg.export.onnx_export import count_layernorm_modules, op_counts
+
+    _, _, segmentor, _, _ = _load(prn_checkpoint, "teacher")
+    n_ln = count_layernorm_modules(segmentor)
+    assert n_ln > 0
+    for name in ("segmenter.onnx", "pseudolabeler.onnx", "pseudolabeler_fp16.onnx"):
+        ops = op_counts(onnx.load(str(exported_model / name)))
+        assert ops["LayerNormalization"] == n_ln, name
+        assert ops.get("ReduceMean", 0) == 0 and ops.get("Pow", 0) == 0, f"{name}: a decomposed LayerNorm"
+        assert ops.get("BatchNormalization", 0) == 0, f"{name}: BatchNorm not folded (traced in training mode?)"
+    assert op_counts(onnx.load(str(exported_model / "prn.onnx"))).get("LayerNormalization", 0) == 0
+
+
+def test_fp16_graph_keeps_layernorm_softmax_and_head_in_fp32(exported_model):
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(exported_model / "pseudolabeler_fp16.onnx")))
+    types = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.value_info, *model.graph.input)}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    fp16 = onnx.TensorProto.FLOAT16
+    half_inits = [t for t in model.graph.initializer if t.data_type == fp16]
+    assert half_inits and all(t.name.startswith("onnx::") or "encoder" in t.name for t in half_inits)
+    for node in model.graph.node:
+        if node.op_type in ("LayerNormalization", "Softmax") or not node.name.startswith("/segmentor/encoder/"):
+            if node.op_type == "Cast":
+                continue
+            assert all(types.get(i) != fp16 for i in node.input if i), f"{node.name} ({node.op_type}) runs in fp16"
+    encoder_matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and n.name.startswith("/segmentor/encoder/")]
+    assert encoder_matmuls and all(types.get(n.input[0]) == fp16 for n in encoder_matmuls)
+    sess = _session(exported_model / "pseudolabeler_fp16.onnx")  # ONNX Runtime's CPU EP runs it here
+    assert sess.get_inputs()[0].type == "tensor(uint8)"
+    assert all(o.type == "tensor(uint8)" for o in sess.get_outputs())
+
+
+def test_dynamic_batch_gives_the_same_maps(exported_model, synth_root):
+    from prnseg.serve.image_io import read_image
+
+    sess = _session(exported_model / "pseudolabeler.onnx")
+    shape = sess.get_inputs()[0].shape
+    assert isinstance(shape[0], str) and shape[3] == 3
+    images = np.stack([read_image(p) for p in _val_images(synth_root)[:3]])
+    assert images.shape[1:3] == BUCKET
+    batch3 = sess.run(None, {"image": images})
+    for i in range(3):
+        single = sess.run(None, {"image": images[i:i + 1]})
+        for name, a, b in zip(PSEUDOLABELER_OUTPUTS, batch3, single):
+            assert a.shape == (3, *BUCKET) and b.shape == (1, *BUCKET) and a.dtype == np.uint8
+            assert np.array_equal(a[i], b[0]), name
+
+
+def test_labels_equal_the_pytorch_eval_pipeline_on_val_images(exported_model, prn_checkpoint, synth_root):
+    """The fused graph reproduces training's own evaluation (run_networks) on the target val images."""
+    from prnseg.serve.image_io import read_image
+    from prnseg.training.data.transforms import build_test_pipeline
+    from prnseg.training.evaluate import load_models, run_networks
+
+    cfg, _, prn, teacher = load_models(prn_checkpoint, "student", "cpu", with_teacher=True)
+    pipeline = build_test_pipeline(resize=cfg.data.val.resize)
+    spec = load_model_spec(exported_model)
+    sess = _session(spec.artefact_path("pseudolabeler"))
+    total = same_label = same_raw = 0
+    for path in _val_images(synth_root):
+        rgb = read_image(path)
+        fitted, placement = spec.fit(rgb)
+        label, raw = (spec.unfit(o[0], placement) for o in sess.run(["label", "raw_label"], {"image": fitted[None]}))
+        ref = run_networks(teacher, prn, rgb, pipeline, torch.device("cpu"))
+        total += label.size
+        same_label += int((label == ref["refined_logits"].argmax(0).numpy()).sum())
+        same_raw += int((raw == ref["logits"].argmax(0).numpy()).sum())
+    assert total == 4 * BUCKET[0] * BUCKET[1]
+    assert same_label / total >= 0.9999 and same_raw / total >= 0.9999
+
+
+def test_bare_onnxruntime_reads_only_model_json(exported_model, synth_root, tmp_path):
+    """A C++/ROS-style consumer: onnxruntime + OpenCV + model.json, no prnseg import at all."""
+    script = tmp_path / "consumer.py"
+    script.write_text(textwrap.dedent('''
+        import json, sys
+        from pathlib import Path
+        import cv2, numpy as np, onnxruntime as ort
+
+        model_dir, image_dir, out = map(Path, sys.argv[1:4])
+        spec = json.loads((model_dir / "model.json").read_text())
+        assert spec["ready"]
+        inp = spec["input"]
+        bucket = inp["buckets"][0]
+        bh, bw = bucket["height"], bucket["width"]
+        sess = ort.InferenceSession(str(model_dir / spec["artefacts"]["pseudolabeler"]["file"]),
+                                    providers=["CPUExecutionProvider"])
+        names = list(spec["outputs"])
+        batch, sizes = [], []
+        for path in sorted(image_dir.rglob("*.png")):
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            h, w = rgb.shape[:2]
+            s = min(bh / h, bw / w)
+            rh, rw = min(bh, round(h * s)), min(bw, round(w * s))
+            canvas = np.empty((bh, bw, 3), np.uint8)
+            canvas[...] = np.round(inp["mean"]).astype(np.uint8)
+            canvas[:rh, :rw] = cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_LINEAR)
+            batch.append(canvas)
+            sizes.append((rh, rw))
+        outs = sess.run(names, {inp["name"]: np.stack(batch)})
+        np.savez(out, **dict(zip(names, outs)))
+        assert "prnseg" not in sys.modules and not any(m.startswith("prnseg.") for m in sys.modules)
+        assert "torch" not in sys.modules
+        print("consumer ok", len(batch), [o.shape for o in outs][0])
+    '''))
+    image_dir = synth_root / "cityscapes" / "leftImg8bit" / "val"
+    out = tmp_path / "outs.npz"
+    proc = subprocess.run([sys.executable, "-I", str(script), str(exported_model), str(image_dir), str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "consumer ok 4 (4, 128, 256)" in proc.stdout
+    got = np.load(out)
+    from prnseg.serve.image_io import read_image
+
+    spec = load_model_spec(exported_model)
+    sess = _session(spec.artefact_path("pseudolabeler"))
+    fitted = np.stack([spec.fit(read_image(p))[0] for p in _val_images(synth_root)])
+    for name, ref in zip(PSEUDOLABELER_OUTPUTS, sess.run(None, {"image": fitted})):
+        assert np.array_equal(got[name], ref), name
+    assert set(np.unique(got["noise"])) <= {0, 1} and got["label"].max() < 19
+
+
+# --- the CLI, fp16 and Triton -----------------------------------------------------------------------------
+
+
+def test_cli_export_round_trip_with_fp16_and_triton(prn_checkpoint, tmp_path):
+    from prnseg.export.triton import parse_pbtxt
+
+    out = tmp_path / "model"
+    proc = run_cli("export", prn_checkpoint, "--out", out, "--size", "128x256", "--max-batch", "4", "--fp16",
+                   "--triton")
+    assert f"next: prnseg label IMAGES --model {out} --out OUT" in proc.stdout
+    assert "pseudolabeler_fp16.onnx" in proc.stdout and "[1/6] segmenter.onnx" in proc.stderr
+    spec = load_model_spec(out)
+    assert spec.ready and set(spec.artefacts) == {"segmenter", "prn", "pseudolabeler", "pseudolabeler_fp16"}
+    summary = _parity(out)["summary"]
+    assert summary["pseudolabeler"]["label_agreement"] >= 0.999
+    assert summary["pseudolabeler_fp16"]["label_agreement"] >= 0.99
+
+    cfg = parse_pbtxt((out / "triton" / "model" / "config.pbtxt").read_text())
+    assert cfg["name"] == "model" and cfg["platform"] == "onnxruntime_onnx" and cfg["max_batch_size"] == 4
+    assert cfg["input"] == [{"name": "image", "data_type": "TYPE_UINT8", "dims": [128, 256, 3]}]
+    assert [o["name"] for o in cfg["output"]] == list(PSEUDOLABELER_OUTPUTS)
+    assert all(o["data_type"] == "TYPE_UINT8" and o["dims"] == [128, 256] for o in cfg["output"])
+    assert cfg["dynamic_batching"] == {"preferred_batch_size": [2, 4], "max_queue_delay_microseconds": 100}
+    assert (out / "triton" / "model" / "1" / "model.onnx").read_bytes() == (out / "pseudolabeler.onnx").read_bytes()
+    _no_staging_left(tmp_path)
+
+
+def test_triton_config_for_plans_and_several_buckets(tmp_path):
+    from prnseg.export.triton import parse_pbtxt, write_triton_repository
+
+    (tmp_path / "pseudolabeler.onnx").write_bytes(b"onnx")
+    for h, w in ((256, 512), (512, 512)):
+        (tmp_path / f"pseudolabeler_{h}x{w}_fp16.plan").write_bytes(b"plan%d" % h)
+    doc = {"name": "cs model", "input": {"buckets": [{"height": 256, "width": 512}, {"height": 512, "width": 512}],
+                                          "max_batch": 8},
+           "artefacts": {"pseudolabeler": {"file": "pseudolabeler.onnx"},
+                         "tensorrt": [{"file": "pseudolabeler_256x512_fp16.plan", "bucket": {"height": 256, "width": 512},
+                                       "max_batch": 8, "precision": "fp16"},
+                                      {"file": "pseudolabeler_512x512_fp16.plan", "bucket": {"height": 512, "width": 512},
+                                       "max_batch": 8, "precision": "fp16"}]}}
+    configs = write_triton_repository(tmp_path, doc)
+    assert [c.parent.name for c in configs] == ["cs_model_256x512", "cs_model_512x512"]
+    cfg = parse_pbtxt(configs[1].read_text())
+    assert cfg["platform"] == "tensorrt_plan" and cfg["max_batch_size"] == 8
+    assert cfg["input"][0]["dims"] == [512, 512, 3] and cfg["output"][0]["dims"] == [512, 512]
+    assert cfg["dynamic_batching"]["preferred_batch_size"] == [4, 8]
+    assert cfg["instance_group"] == [{"count": 1, "kind": "KIND_GPU"}]
+    assert (configs[1].parent / "1" / "model.plan").read_bytes() == b"plan512"
+
+
+@pytest.mark.parametrize("text", ['name: "x" max_batch_size:', 'input [ { name: "a" ]', "dims: [ 1, 2 } ", 'x: "a" @'])
+def test_pbtxt_parser_is_strict(text):
+    from prnseg.export.triton import TritonConfigError, parse_pbtxt
+
+    with pytest.raises(TritonConfigError):
+        parse_pbtxt(text)
+
+
+# --- errors, atomicity and the gate -----------------------------------------------------------------------
+
+
+def test_bad_checkpoints_and_sizes_are_one_line_errors(prn_checkpoint, tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(prn_checkpoint.read_bytes()[: 4096])
+    proc = run_cli("export", corrupt, "--out", tmp_path / "m1", check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("prnseg export: error: ") and "not a readable prnseg checkpoint" in proc.stderr
+
+    from prnseg.errors import PrnsegError
+    from prnseg.export import export_model
+
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, wrong)
+    cases = [
+        (wrong, {}, "not a prnseg checkpoint"),
+        (tmp_path / "missing.pt", {}, "checkpoint not found"),
+        (prn_checkpoint, {"sizes": ["100x250"]}, "not a multiple of 32 (the network's output stride); use 128x256"),
+        (prn_checkpoint, {"sizes": ["128by256"]}, "expected HEIGHTxWIDTH"),
+        (prn_checkpoint, {"opset": 13}, "must be >= 17"),
+    ]
+    for ckpt, kwargs, message in cases:
+        with pytest.raises(PrnsegError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            export_model(ckpt, tmp_path / "m2", progress=False, **kwargs)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(PrnsegError, match="cannot write there"):
+        export_model(prn_checkpoint, blocker / "model", progress=False)
+    assert not (tmp_path / "m1").exists() and not (tmp_path / "m2").exists()
+    _no_staging_left(tmp_path)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
+def test_tensorrt_missing_fails_before_writing_anything(prn_checkpoint, tmp_path):
+    proc = run_cli("export", prn_checkpoint, "--out", tmp_path / "model", "--tensorrt", check=False)
+    assert proc.returncode == 2
+    assert ("error: tensorrt is not installed: pip install 'prnseg[tensorrt]' (needs NVIDIA's index) or drop "
+            "--tensorrt") in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_to_replace_a_ready_model_and_gate_failure_marks_not_ready(exported_model, prn_checkpoint,
+                                                                          tmp_path, monkeypatch):
+    import shutil
+
+    from prnseg.export import ParityGateError, export_model
+    from prnseg.export import parity
+    from prnseg.errors import PrnsegError
+
+    out = tmp_path / "model"
+    shutil.copytree(exported_model, out)
+    before = (out / "model.json").read_text()
+    with pytest.raises(PrnsegError, match="already holds a ready exported model; pass --overwrite"):
+        export_model(prn_checkpoint, out, sizes=["128x256"], progress=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(PrnsegError, match="is not an exported model"):
+        export_model(prn_checkpoint, tmp_path / "other", overwrite=True, progress=False)
+
+    # An impossible fp32 threshold: the real artefacts fail the gate. The ready model stays; the
+    # rejected export lands next to it, marked not ready, and no runtime will load it.
+    monkeypatch.setattr(parity, "FP32_LABEL_AGREEMENT_MIN", 1.01)
+    with pytest.raises(ParityGateError, match="pseudolabeler label agreement 100.000% < 101.0%") as info:
+        export_model(prn_checkpoint, out, sizes=["128x256"], overwrite=True, progress=False)
+    rejected = info.value.model_dir
+    assert rejected == tmp_path / "model.rejected" and (out / "model.json").read_text() == before
+    doc = json.loads((rejected / "model.json").read_text())
+    assert doc["ready"] is False and "parity gate failed" in doc["not_ready_reason"]
+    assert _parity(rejected)["passed"] is False
+    with pytest.raises(ModelSpecError, match="model is not ready: parity gate failed"):
+        load_model_spec(rejected)
+
+    # Into a fresh directory the failed export is the model directory itself, not ready; CLI exit 2.
+    proc_out = tmp_path / "fresh"
+    with pytest.raises(ParityGateError):
+        export_model(prn_checkpoint, proc_out, sizes=["128x256"], progress=False)
+    assert load_model_spec(proc_out, require_ready=False).ready is False
+    _no_staging_left(tmp_path)
+
+
+# --- TensorRT: the torch-free parts here, engine builds where tensorrt and a GPU exist -------------------
+
+
+def test_tensorrt_profiles_names_and_metadata():
+    from prnseg.export.tensorrt import engine_metadata, engine_source, plan_name, profile_shapes
+
+    assert profile_shapes((256, 512), 8) == {"min": (1, 256, 512, 3), "opt": (8, 256, 512, 3), "max": (8, 256, 512, 3)}
+    with pytest.raises(ValueError):
+        profile_shapes((256, 512), 0)
+    assert plan_name((256, 512), "fp16") == "pseudolabeler_256x512_fp16.plan"
+    assert plan_name((256, 512), "fp32") == "pseudolabeler_256x512.plan"
+    assert engine_source(True, 10) == "pseudolabeler" and engine_source(True, 11) == "pseudolabeler_fp16"
+    assert engine_source(False, 11) == "pseudolabeler"
+    meta = engine_metadata("p.plan", (256, 512), 8, "fp16", "10.9.0.34", "9.0", "H100", "pseudolabeler.onnx", False)
+    assert meta["bucket"] == {"height": 256, "width": 512} and (meta["min_batch"], meta["max_batch"]) == (1, 8)
+    assert meta["tensorrt_version"] == "10.9.0.34" and meta["compute_capability"] == "9.0"
+
+
+def test_engine_compatibility_check_explains_the_fallback():
+    from prnseg.serve.trt_compat import check_engine_compatible
+
+    meta = {"file": "pseudolabeler_256x512_fp16.plan", "tensorrt_version": "10.9.0.34", "compute_capability": "9.0"}
+    assert check_engine_compatible(meta, "10.9.0.40", "9.0") is None
+    reason = check_engine_compatible(meta, "10.13.0.35", "9.0")
+    assert "built with TensorRT 10.9.0.34, this machine has TensorRT 10.13.0.35" in reason
+    assert "re-export with --tensorrt here" in reason
+    assert "compute capability 9.0, this GPU is 8.6" in check_engine_compatible(meta, "10.9.0.34", "8.6")
+    assert "tensorrt is not installed" in check_engine_compatible(meta, None, "9.0")
+    assert "no CUDA device" in check_engine_compatible(meta, "10.9.0.34", None)
+    assert check_engine_compatible({**meta, "version_compatible": True}, "11.0.0.1", "9.0") is None
+
+
+def test_tensorrt_engines_build_and_agree(prn_checkpoint, tmp_path):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installable on this machine (needs NVIDIA's index and a GPU)")
+    if not torch.cuda.is_available():
+        pytest.skip("TensorRT engines need a CUDA GPU")
+    from prnseg.export import export_model
+    from prnseg.export.triton import parse_pbtxt
+    from prnseg.serve.trt_compat import check_engine_compatible, load_engine
+
+    out = export_model(prn_checkpoint, tmp_path / "model", sizes=["128x256"], max_batch=4, fp16=True,
+                       tensorrt=True, triton=True, progress=False)
+    spec = load_model_spec(out)
+    (entry,) = spec.artefacts["tensorrt"]
+    assert entry["bucket"] == {"height": 128, "width": 256} and entry["max_batch"] == 4
+    assert check_engine_compatible(entry) is None
+    engine = load_engine(out / entry["file"], entry)
+    names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
+    assert names == {"image", *PSEUDOLABELER_OUTPUTS}
+    assert tuple(engine.get_tensor_profile_shape("image", 0)[2]) == (4, 128, 256, 3)
+    summary = _parity(out)["summary"]
+    assert summary["tensorrt_fp16"]["label_agreement"] >= 0.99
+    cfg = parse_pbtxt((out / "triton" / "model" / "config.pbtxt").read_text())
+    assert cfg["platform"] == "tensorrt_plan" and cfg["max_batch_size"] == 4
+    assert (out / "triton" / "model" / "1" / "model.plan").read_bytes() == (out / entry["file"]).read_bytes()
