@@ -49,6 +49,7 @@ CSS = """
 .gradio-container {max-width: 1400px !important; margin: auto;}
 #status {min-height: 3.5em;}
 #segmentation .legend-item {font-size: 0.85rem;}
+.street-gallery .thumbnail-item {aspect-ratio: 2 / 1 !important;}
 footer {display: none !important;}
 """
 
@@ -115,7 +116,9 @@ def readable_upload_errors(component: gr.Image) -> gr.Image:
         except Exception as exc:  # any decoder failure is a user-input problem here
             name = getattr(payload, "orig_name", None) or Path(getattr(payload, "path", "") or "upload").name
             suffix = Path(name).suffix.lower()
-            if suffix not in IMAGE_EXTENSIONS:
+            if isinstance(exc, PIL.Image.DecompressionBombError):
+                message = f"{name}: image too large to open safely ({exc}); downscale it"
+            elif suffix not in IMAGE_EXTENSIONS:
                 message = f"{name}: wrong file type ('{suffix or 'no extension'}'); upload a {ACCEPTED} image"
             else:
                 message = f"{name}: not a readable image (corrupt or not really {suffix}); upload a valid {ACCEPTED} image"
@@ -370,9 +373,9 @@ def build_app(predictor_or_model_dir, *, max_pixels: int = DEFAULT_MAX_PIXELS, b
                             gr.Examples(examples, inputs=[image_in], examples_per_page=len(examples),
                                         label="Examples: synthetic target-domain scenes (day and night)")
                         label_file = gr.File(label="Label PNG (palette PNG: pixel values are trainIds)",
-                                             interactive=False, elem_id="label-file")
+                                             interactive=False, height=110, elem_id="label-file")
                         noise_file = gr.File(label="Noise PNG at the current threshold (255 = noisy)",
-                                             interactive=False, elem_id="noise-file")
+                                             interactive=False, height=110, elem_id="noise-file")
                     with gr.Column(scale=3, min_width=480):
                         with gr.Tabs():
                             with gr.Tab("Segmentation"):
@@ -412,10 +415,11 @@ def build_app(predictor_or_model_dir, *, max_pixels: int = DEFAULT_MAX_PIXELS, b
                                                    f"go through the model {spec.max_batch} at a time.")
                         batch_zip = gr.File(label="Label and noise PNGs (zip)", interactive=False)
                     with gr.Column(scale=3):
-                        gallery = gr.Gallery(label="Refined segmentation", columns=2, height=420, object_fit="contain",
-                                             elem_id="batch-gallery")
-                        noise_gallery = gr.Gallery(label="Noise mask (magenta)", columns=2, height=320,
-                                                   object_fit="contain")
+                        gallery = gr.Gallery(label="Refined segmentation", columns=2, height="auto", format="png",
+                                             object_fit="contain", elem_id="batch-gallery",
+                                             elem_classes=["street-gallery"])
+                        noise_gallery = gr.Gallery(label="Noise mask (magenta)", columns=2, height="auto", format="png",
+                                                   object_fit="contain", elem_classes=["street-gallery"])
                         batch_table = gr.Dataframe(headers=BATCH_HEADERS, label="Per image", interactive=False)
 
         views = [annotated, noise_img, compare, diff_img, conf_img, table, status, noise_file]

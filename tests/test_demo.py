@@ -88,6 +88,30 @@ def test_bundled_examples_are_small_day_and_night_images():
         assert read_image(p).shape == (256, 512, 3)
 
 
+def test_views_and_class_table_on_known_planes():
+    from prnseg.demo import render
+    from prnseg.serve.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+
+    label = np.array([[0, 0, 0, 13], [0, 0, 10, 13]], dtype=np.uint8)
+    raw = np.array([[0, 1, 0, 13], [0, 0, 10, 10]], dtype=np.uint8)
+    conf = np.array([[255, 51, 102, 255], [204, 153, 0, 255]], dtype=np.uint8)
+    noisy = np.array([[0, 1, 0, 0], [0, 0, 1, 1]], dtype=bool)
+    rows = render.class_rows(label, conf, noisy, CITYSCAPES_CLASSES)
+    assert [(r.name, r.pixel_share) for r in rows] == [("road", 5 / 8), ("car", 2 / 8), ("sky", 1 / 8)]
+    assert rows[0].mean_confidence == pytest.approx((255 + 51 + 102 + 204 + 153) / 5 / 255)
+    assert [r.noisy_share for r in rows] == [pytest.approx(1 / 5), 0.5, 1.0]
+    masks = render.class_masks(label, CITYSCAPES_CLASSES, 0.7)
+    assert [n for _, n in masks] == ["road", "sky", "car"]
+    np.testing.assert_array_equal(masks[2][0], (label == 13) * np.float32(0.7))
+    rgb = np.full((2, 4, 3), 200, dtype=np.uint8)
+    diff = render.difference_view(rgb, raw, label, CITYSCAPES_PALETTE)
+    assert tuple(diff[0, 1]) == tuple(CITYSCAPES_PALETTE[0]) and tuple(diff[1, 3]) == tuple(CITYSCAPES_PALETTE[13])
+    assert tuple(diff[0, 0]) in ((90, 90, 90), (255, 255, 255))
+    heat = render.confidence_heatmap(conf)
+    assert heat.shape[1] == 4 and heat.shape[0] > 2 and heat.dtype == np.uint8
+    assert render.display_size(3000, 6000) == (640, 1280) and render.display_size(100, 50) == (100, 50)
+
+
 def test_client_labels_match_predictor_and_bad_uploads_are_messages(demo_app, predictor, images, tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
@@ -191,6 +215,10 @@ def test_browser_uploads_runs_and_shows_result_and_legend(demo_app, images, tmp_
             assert names and names <= classes
             assert "inference" in page.locator("#status").inner_text()
             page.screenshot(path=str(shot), full_page=True)
+            page.locator("#input-image input[type=file]").set_input_files(str(images["broken"]))
+            page.locator("#run").click()
+            page.get_by_text("broken.png: not a readable image").wait_for(state="visible", timeout=15_000)
+            page.get_by_text("No result: the input was rejected").wait_for(state="visible", timeout=15_000)
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
