@@ -42,6 +42,14 @@ class PRNGraph(nn.Module):
         return self.prn([feat0, feat1, feat2, feat3], logits)
 
 
+def max_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """``softmax(logits, 1).amax(1)`` as ``1 / sum(exp(l - max l))``: the same value without
+    normalising all C channels, and no channel-axis Softmax (ONNX Runtime's CPU Softmax over a
+    non-last axis transposes and took half the fused graph's time at full resolution)."""
+    shifted = logits - logits.amax(1, keepdim=True)
+    return 1.0 / torch.exp(shifted).sum(1)
+
+
 def _to_uint8(p: torch.Tensor) -> torch.Tensor:
     """[0, 1] probability -> round(p * 255) as uint8."""
     return torch.round(p * 255.0).clamp(0, 255).to(torch.uint8)
@@ -84,11 +92,11 @@ class PseudoLabeler(nn.Module):
         if self.prn is not None:
             refined, noise_logit = self.prn(list(out.features), out.logits)
             refined_logits = up(refined)
-            confidence = torch.softmax(refined_logits, dim=1).amax(1)
+            confidence = max_softmax(refined_logits)
             label = refined_logits.argmax(1).to(torch.uint8)
             noise_prob = torch.sigmoid(up(noise_logit))[:, 0]
         else:
-            confidence = torch.softmax(raw_logits, dim=1).amax(1)
+            confidence = max_softmax(raw_logits)
             label = raw_label
             noise_prob = 1.0 - confidence
         noise = (noise_prob >= self.noise_threshold).to(torch.uint8)
