@@ -1,0 +1,319 @@
+"""``Predictor``: run an exported model on images of any size, without torch.
+
+The runtime robots embed and ``prnseg label`` drives: it reads ``model.json`` (via
+:mod:`prnseg.serve.model_spec`), opens ``pseudolabeler.onnx`` in ONNX Runtime or the exported
+TensorRT plans, fits each image into its size bucket, runs batches of up to ``max_batch`` images
+per bucket and maps every output plane back to the image's own size. The whole pseudo-labeller
+(normalisation, segmenter, PRN, upsampling, softmax, argmax, noise threshold) is one graph, so
+only uint8 planes ever cross from the device to the host.
+
+Execution providers are chosen explicitly from ``device`` and reported in ``provider``; a
+requested provider that is not there is a logged fallback, never a silent one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from prnseg.errors import PrnsegError
+from prnseg.serve.model_spec import (
+    PSEUDOLABELER_OUTPUTS,
+    Bucket,
+    ModelSpec,
+    ModelSpecError,
+    Placement,
+    load_model_spec,
+)
+
+log = logging.getLogger("prnseg.serve")
+
+OUTPUT_NAMES = tuple(PSEUDOLABELER_OUTPUTS)
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16")
+
+
+class BackendError(PrnsegError):
+    """A requested backend, device or precision cannot run this model here."""
+
+
+@dataclass
+class Prediction:
+    """One image's outputs, uint8 H x W at the image's own size (meanings: ``PSEUDOLABELER_OUTPUTS``)."""
+
+    label: np.ndarray
+    raw_label: np.ndarray
+    noise: np.ndarray
+    noise_prob: np.ndarray
+    confidence: np.ndarray
+
+    def noise_at(self, threshold: float) -> np.ndarray:
+        """Noise mask at another threshold, from the uint8 ``noise_prob`` (no re-run).
+
+        ``noise_prob = round(p * 255)``, so ``p >= t`` becomes ``noise_prob >= ceil(255 t + 0.5)``:
+        exact when ``255 t`` is a half-integer (t = 0.5 gives the graph's own mask) and within
+        1/510 of ``t`` otherwise.
+        """
+        return self.noise_prob >= noise_level(threshold)
+
+
+def noise_level(threshold: float) -> int:
+    """The smallest uint8 ``noise_prob`` counted noisy at probability ``threshold`` (256: none)."""
+    t = float(threshold)
+    if not math.isfinite(t):
+        raise ValueError(f"noise threshold must be a number in [0, 1], got {threshold}")
+    if t <= 0.0:
+        return 0
+    return min(256, int(math.ceil(255.0 * t + 0.5 - 1e-6)))
+
+
+def parse_device(device: str) -> tuple[str, int]:
+    """``"cpu"``, ``"cuda"`` or ``"cuda:i"`` -> (kind, index); anything else is an error."""
+    m = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", str(device).strip().lower())
+    if not m or (m.group(1) == "cpu" and m.group(2)):
+        raise BackendError(f"device {device!r} unknown; use auto, cpu, cuda or cuda:N")
+    return m.group(1), int(m.group(2) or 0)
+
+
+def cuda_driver_present() -> bool:
+    """True when the NVIDIA driver library loads: a GPU build of a runtime alone is not a GPU."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def tensorrt_available() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_images(images) -> list[np.ndarray]:
+    """Validate a batch of H x W x 3 uint8 RGB arrays; errors name the index and the format."""
+    if isinstance(images, np.ndarray):
+        raise ValueError("predict() takes a list of H x W x 3 uint8 RGB arrays; wrap a single image in a list")
+    out = []
+    for i, img in enumerate(images):
+        if not isinstance(img, np.ndarray):
+            raise ValueError(f"image {i}: expected an H x W x 3 uint8 RGB numpy array, got {type(img).__name__}")
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
+            raise ValueError(f"image {i}: expected an H x W x 3 uint8 RGB array, got {img.dtype} array of "
+                             f"shape {img.shape} (convert with prnseg.serve.image_io.to_rgb_uint8 or read_image)")
+        out.append(img)
+    return out
+
+
+class _OrtRunner:
+    """``pseudolabeler.onnx`` in an ONNX Runtime session; IO binding on CUDA keeps tensors on the device."""
+
+    def __init__(self, path: Path, spec: ModelSpec, kind: str, index: int, precision: str, threads: int | None,
+                 trt_ep: bool, spin: bool):
+        import onnxruntime as ort
+
+        self.ort = ort
+        available = ort.get_available_providers()
+        providers: list = []
+        if kind == "cuda":
+            if trt_ep:
+                if "TensorrtExecutionProvider" in available:
+                    providers.append(("TensorrtExecutionProvider", self._trt_ep_options(spec, index, precision)))
+                else:
+                    log.warning("TensorRT execution provider requested but this onnxruntime has none "
+                                "(available: %s); using the CUDA provider", ", ".join(available))
+            if "CUDAExecutionProvider" in available:
+                providers.append(("CUDAExecutionProvider", {"device_id": index}))
+            else:
+                log.warning("device cuda:%d requested but this onnxruntime has no CUDA provider (available: %s); "
+                            "running on the CPU (install onnxruntime-gpu)", index, ", ".join(available))
+        providers.append("CPUExecutionProvider")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        if not spin:
+            # Idle intra-op threads otherwise spin and steal the cores decode/encode threads need.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelSpecError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]}); "
+                                 "re-export the model") from None
+        self.providers = self.session.get_providers()
+        self.on_cuda = self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        if kind == "cuda" and not self.on_cuda and "CUDAExecutionProvider" in available:
+            log.warning("the CUDA provider could not start on cuda:%d (no usable GPU or CUDA/cuDNN libraries); "
+                        "running on the CPU", index)
+        self.index = index
+        inputs = self.session.get_inputs()
+        names = {o.name for o in self.session.get_outputs()}
+        if [i.name for i in inputs] != ["image"] or not set(OUTPUT_NAMES) <= names:
+            raise ModelSpecError(f"{path}: expected input 'image' and outputs {', '.join(OUTPUT_NAMES)}; got "
+                                 f"{[i.name for i in inputs]} -> {sorted(names)} (re-export the model)")
+        dims = inputs[0].shape
+        self.fixed_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
+
+    @staticmethod
+    def _trt_ep_options(spec: ModelSpec, index: int, precision: str) -> dict:
+        """One TensorRT-EP optimisation profile per bucket, engines cached per model."""
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prnseg" / "trt_ep"
+        sha = str(spec.artefacts.get("pseudolabeler", {}).get("sha256", spec.name))[:12]
+        cache = cache / f"{spec.name}-{sha}"
+        cache.mkdir(parents=True, exist_ok=True)
+
+        def shapes(n):
+            return ",".join(f"image:{n}x{b.height}x{b.width}x3" for b in spec.buckets)
+
+        return {
+            "device_id": index, "trt_fp16_enable": precision == "fp16",
+            "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
+            "trt_profile_min_shapes": shapes(1), "trt_profile_opt_shapes": shapes(spec.max_batch),
+            "trt_profile_max_shapes": shapes(spec.max_batch),
+        }
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        if not self.on_cuda:
+            return dict(zip(OUTPUT_NAMES, self.session.run(list(OUTPUT_NAMES), {"image": batch})))
+        io = self.session.io_binding()
+        io.bind_ortvalue_input("image", self.ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self.index))
+        for name in OUTPUT_NAMES:
+            io.bind_output(name, "cuda", self.index)
+        self.session.run_with_iobinding(io)
+        return dict(zip(OUTPUT_NAMES, io.copy_outputs_to_cpu()))
+
+
+class Predictor:
+    """Refined label, raw label, noise mask, noise probability and confidence for RGB uint8 images.
+
+    ``backend``: ``onnxruntime``, ``tensorrt`` (the exported ``*.plan`` engines; needs the
+    ``tensorrt`` package and a GPU) or ``auto`` (TensorRT when it, a GPU and plans for every
+    bucket are present, else ONNX Runtime). ``device``: ``auto`` (CUDA when a GPU and a GPU build
+    of ONNX Runtime are present), ``cpu``, ``cuda`` or ``cuda:N``. ``precision`` picks the fp32 or
+    fp16 artefacts. ``threads`` sets ONNX Runtime's intra-op threads; ``spin=False`` keeps idle
+    ones from busy-waiting (for pipelines that decode and encode on the same cores); ``trt_ep``
+    puts ONNX Runtime's TensorRT execution provider in front of CUDA.
+    """
+
+    def __init__(self, model_dir: str | os.PathLike, backend: str = "auto", device: str = "auto",
+                 precision: str = "fp32", *, threads: int | None = None, spin: bool = True,
+                 trt_ep: bool = False, max_batch: int | None = None):
+        if backend not in BACKENDS:
+            raise BackendError(f"backend {backend!r} unknown; use one of {', '.join(BACKENDS)}")
+        if precision not in PRECISIONS:
+            raise BackendError(f"precision {precision!r} unknown; use fp32 or fp16")
+        self.spec = load_model_spec(model_dir)
+        self.precision = precision
+        kind, index = self._resolve_device(device)
+        self.device = "cpu" if kind == "cpu" else f"cuda:{index}"
+        self.backend, self._runner = self._open(backend, kind, index, threads, spin, trt_ep)
+        limit = self._runner.fixed_batch or self.spec.max_batch
+        self.max_batch = max(1, min(limit, max_batch or limit))
+
+    @staticmethod
+    def _resolve_device(device: str) -> tuple[str, int]:
+        if str(device).strip().lower() != "auto":
+            return parse_device(device)
+        try:
+            import onnxruntime as ort
+            has_cuda_ep = "CUDAExecutionProvider" in ort.get_available_providers()
+        except ImportError:
+            has_cuda_ep = False
+        return ("cuda", 0) if (has_cuda_ep or tensorrt_available()) and cuda_driver_present() else ("cpu", 0)
+
+    def _tensorrt_plans(self) -> dict[Bucket, dict]:
+        """The exported plan for each bucket at this precision (fp16 plans serve an fp32 request only
+        when no fp32 plan exists: TensorRT plans are usually built fp16)."""
+        plans: dict[Bucket, dict] = {}
+        entries = self.spec.artefacts.get("tensorrt") or []
+        for want in (self.precision, "fp16" if self.precision == "fp32" else "fp32"):
+            for e in entries:
+                b = e.get("bucket") or {}
+                bucket = Bucket(int(b["height"]), int(b["width"])) if isinstance(b, dict) else Bucket(*map(int, b))
+                if e.get("precision", "fp16") == want and bucket in self.spec.buckets:
+                    plans.setdefault(bucket, e)
+        return plans
+
+    def _open(self, backend: str, kind: str, index: int, threads, spin, trt_ep):
+        if backend in ("tensorrt", "auto"):
+            reason = None
+            plans = self._tensorrt_plans()
+            if not tensorrt_available():
+                reason = "the tensorrt package is not installed (pip install 'prnseg[tensorrt]')"
+            elif kind != "cuda":
+                reason = f"TensorRT needs a CUDA device, device is {self.device}"
+            elif set(plans) != set(self.spec.buckets):
+                reason = (f"{self.spec.root / 'model.json'} lists no TensorRT plan for every bucket "
+                          "(re-export with --tensorrt on this GPU)")
+            if reason is None:
+                from prnseg.serve.trt_runtime import TensorRTRunner
+
+                try:
+                    runner = TensorRTRunner(self.spec, plans, index)
+                    self.provider = runner.describe()
+                    return "tensorrt", runner
+                except PrnsegError as exc:
+                    if backend == "tensorrt":
+                        raise
+                    reason = str(exc)
+            if backend == "tensorrt":
+                raise BackendError(f"backend tensorrt unavailable: {reason}; use --backend onnxruntime")
+            if kind == "cuda":
+                log.warning("TensorRT backend unavailable (%s); using ONNX Runtime", reason)
+        key = "pseudolabeler" if self.precision == "fp32" else "pseudolabeler_fp16"
+        if key not in self.spec.artefacts:
+            raise BackendError(f"{self.spec.root}: this export has no {key}.onnx; re-export with --fp16 or use "
+                               "precision fp32")
+        runner = _OrtRunner(self.spec.artefact_path(key), self.spec, kind, index, self.precision, threads,
+                            trt_ep, spin)
+        where = "cpu" if not runner.on_cuda else f"cuda:{index}"
+        self.device = where
+        self.provider = f"onnxruntime {runner.providers[0]} on {where} ({self.precision}{', io-binding' if runner.on_cuda else ''})"
+        return "onnxruntime", runner
+
+    # -- the three stages, exposed so pipelines can run them on different threads --
+
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
+        """One image -> its bucket-sized uint8 input and where it sits in it."""
+        return self.spec.fit(image)
+
+    def run_batch(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """N x H x W x 3 uint8 (one bucket, N <= max_batch) -> uint8 N x H x W planes per output name."""
+        return self._runner.run(np.ascontiguousarray(batch, dtype=np.uint8))
+
+    def finish(self, outputs: dict[str, np.ndarray], i: int, placement: Placement) -> Prediction:
+        """Item ``i`` of a batch's outputs, mapped back to its image's size."""
+        return Prediction(**{name: self.spec.unfit(outputs[name][i], placement) for name in OUTPUT_NAMES})
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """Predictions in input order; images are grouped by bucket and run ``max_batch`` at a time."""
+        images = check_images(images)
+        prepared = [self.prepare(img) for img in images]
+        groups: dict[Bucket, list[int]] = {}
+        for i, (_, placement) in enumerate(prepared):
+            groups.setdefault(placement.bucket, []).append(i)
+        results: list[Prediction | None] = [None] * len(images)
+        for idx in groups.values():
+            for start in range(0, len(idx), self.max_batch):
+                chunk = idx[start:start + self.max_batch]
+                outputs = self.run_batch(np.stack([prepared[i][0] for i in chunk]))
+                for j, i in enumerate(chunk):
+                    results[i] = self.finish(outputs, j, prepared[i][1])
+        return results  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.spec.name!r}, backend={self.backend!r}, provider={self.provider!r})"
