@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -174,6 +175,29 @@ def _artefact(path: Path, precision: str, opset: int, **extra) -> dict:
             "bytes": path.stat().st_size, **extra}
 
 
+@dataclass
+class _Job:
+    """Everything one export needs, resolved and validated before anything is written."""
+
+    checkpoint: Path
+    out: Path
+    cfg: object
+    state: dict
+    segmentor: torch.nn.Module
+    prn: torch.nn.Module | None
+    reference: PseudoLabeler
+    weights: str
+    buckets: list[tuple[int, int]]
+    max_batch: int
+    fp16: bool
+    tensorrt: bool
+    triton: bool
+    calib_dir: object
+    calib_images: int
+    opset: int
+    overwrite: bool
+
+
 def export_model(checkpoint, out_dir, *, weights: str = "auto", sizes=None, max_batch: int = 8, fp16: bool = False,
                  tensorrt: bool = False, triton: bool = False, calib_dir=None, progress: bool = True,
                  opset: int = DEFAULT_OPSET, overwrite: bool = False, calib_images: int = 8) -> Path:
@@ -200,81 +224,73 @@ def export_model(checkpoint, out_dir, *, weights: str = "auto", sizes=None, max_
     if buckets is None:
         w, h = cfg.data.val.resize
         buckets = [parse_size((h, w))]
-    buckets = list(dict.fromkeys(buckets))
     noise_threshold = cfg.prn.noise_threshold if prn is not None else round(1.0 - cfg.uda.pseudo_threshold, 6)
-    reference = PseudoLabeler(segmentor, prn, IMG_MEAN, IMG_STD, noise_threshold).eval()
-
+    job = _Job(checkpoint, out, cfg, state, segmentor, prn,
+               PseudoLabeler(segmentor, prn, IMG_MEAN, IMG_STD, noise_threshold).eval(), weights,
+               list(dict.fromkeys(buckets)), int(max_batch), bool(fp16), bool(tensorrt), bool(triton), calib_dir,
+               int(calib_images), int(opset), bool(overwrite))
     tmp = _make_staging(out)
     try:
-        n_steps = 3 + (prn is not None) + bool(fp16) + bool(tensorrt) + bool(triton)
-        steps = _Steps(n_steps, progress)
-        return _export_into(tmp, out, checkpoint, cfg, state, segmentor, prn, reference, weights, buckets,
-                            int(max_batch), fp16, tensorrt, triton, calib_dir, int(opset), overwrite,
-                            calib_images, noise_threshold, steps)
+        steps = _Steps(3 + (prn is not None) + job.fp16 + job.tensorrt + job.triton, progress)
+        return _export_into(tmp, job, steps)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _export_into(tmp, out, checkpoint, cfg, state, segmentor, prn, reference, weights, buckets, max_batch, fp16,
-                 tensorrt, triton, calib_dir, opset, overwrite, calib_images, noise_threshold, steps) -> Path:
-    h0, w0 = buckets[0]
-    n_ln = onnx_export.count_layernorm_modules(segmentor)
+def _export_into(tmp: Path, job: _Job, steps: _Steps) -> Path:
+    h0, w0 = job.buckets[0]
+    n_ln = onnx_export.count_layernorm_modules(job.segmentor)
     files: dict[str, Path] = {}
-    files["segmenter"] = steps.run("segmenter.onnx", onnx_export.export_segmenter, SegmenterGraph(segmentor),
-                                   tmp / "segmenter.onnx", (h0, w0), opset, n_ln)
-    if prn is not None:
-        files["prn"] = steps.run("prn.onnx", onnx_export.export_prn, PRNGraph(prn), segmentor,
-                                 tmp / "prn.onnx", (h0, w0), opset)
-    files["pseudolabeler"] = steps.run("pseudolabeler.onnx", onnx_export.export_pseudolabeler, reference,
-                                       tmp / "pseudolabeler.onnx", (h0, w0), opset, n_ln)
-    if fp16:
+    files["segmenter"] = steps.run("segmenter.onnx", onnx_export.export_segmenter, SegmenterGraph(job.segmentor),
+                                   tmp / "segmenter.onnx", (h0, w0), job.opset, n_ln)
+    if job.prn is not None:
+        files["prn"] = steps.run("prn.onnx", onnx_export.export_prn, PRNGraph(job.prn), job.segmentor,
+                                 tmp / "prn.onnx", (h0, w0), job.opset)
+    files["pseudolabeler"] = steps.run("pseudolabeler.onnx", onnx_export.export_pseudolabeler, job.reference,
+                                       tmp / "pseudolabeler.onnx", (h0, w0), job.opset, n_ln)
+    if job.fp16:
         from .fp16 import convert_pseudolabeler_fp16
 
         files["pseudolabeler_fp16"] = steps.run("pseudolabeler_fp16.onnx", convert_pseudolabeler_fp16,
                                                 files["pseudolabeler"], tmp / "pseudolabeler_fp16.onnx", n_ln)
-
-    doc = _model_doc(out, checkpoint, cfg, state, weights, buckets, max_batch, noise_threshold, prn is not None,
-                     files, opset)
-    if tensorrt:
+    doc = _model_doc(job, files)
+    if job.tensorrt:
         from .tensorrt import build_engines
 
-        doc["artefacts"]["tensorrt"] = steps.run("TensorRT engines", build_engines, files, tmp, buckets, max_batch,
-                                                 fp16)
+        doc["artefacts"]["tensorrt"] = steps.run("TensorRT engines", build_engines, files, tmp, job.buckets,
+                                                 job.max_batch, job.fp16)
     _write_json(tmp / MODEL_JSON, doc)
     spec = load_model_spec(tmp, require_ready=False)
 
     # synthetic scenes at 1.5x the first bucket, so the gate exercises the resize in ModelSpec.fit
-    images, desc = load_calibration(calib_dir, calib_images if calib_dir is not None else 0,
+    images, desc = load_calibration(job.calib_dir, job.calib_images if job.calib_dir is not None else 0,
                                     size_wh=(w0 * 3 // 2, h0 * 3 // 2))
     runners = _engine_runners(spec, doc["artefacts"].get("tensorrt") or [])
-    report = steps.run(f"parity gate ({len(images)} images x {len(buckets)} buckets)", run_parity, reference, spec,
-                       files, images, desc, runners)
+    report = steps.run(f"parity gate ({len(images)} images x {len(job.buckets)} buckets)", run_parity,
+                       job.reference, spec, files, images, desc, runners)
     _write_json(tmp / "parity.json", report)
     doc["parity"] = {"passed": report["passed"], "failures": report["failures"], "summary": report["summary"],
                      "calibration": desc, "file": "parity.json"}
-    if triton:
+    if job.triton:
         from .triton import write_triton_repository
 
         steps.run("Triton model repository", write_triton_repository, tmp, doc)
-
-    if report["passed"]:
-        doc["ready"], doc["not_ready_reason"] = True, None
-    else:
-        doc["ready"] = False
-        doc["not_ready_reason"] = "parity gate failed: " + "; ".join(report["failures"])
+    doc["ready"] = report["passed"]
+    doc["not_ready_reason"] = None if report["passed"] else "parity gate failed: " + "; ".join(report["failures"])
     _write_json(tmp / MODEL_JSON, doc)
 
     if report["passed"]:
-        _check_out_dir(out, overwrite)
-        _move_into_place(tmp, out)
-        return out
-    current = _read_json(out / MODEL_JSON) if out.is_dir() else None
-    dest = out if not (current and current.get("ready")) else out.with_name(out.name + ".rejected")
-    if dest != out and dest.exists():
+        _check_out_dir(job.out, job.overwrite)
+        _move_into_place(tmp, job.out)
+        return job.out
+    # Never replace a working model with a rejected one: it goes next to it instead.
+    current = _read_json(job.out / MODEL_JSON) if job.out.is_dir() else None
+    dest = job.out.with_name(job.out.name + ".rejected") if current and current.get("ready") else job.out
+    if dest == job.out:
+        _check_out_dir(dest, overwrite=True)
+    elif dest.exists():
         shutil.rmtree(dest)
-    if dest == out:
-        _check_out_dir(out, True)
     _move_into_place(tmp, dest)
     raise ParityGateError(f"parity gate failed: {'; '.join(report['failures'])}; the artefacts are in {dest} "
                           "marked not ready (see parity.json)", dest)
@@ -300,30 +316,31 @@ def _write_json(path: Path, doc: dict) -> None:
     os.replace(tmp, path)
 
 
-def _model_doc(out, checkpoint, cfg, state, weights, buckets, max_batch, noise_threshold, has_prn, files, opset):
-    artefacts = {}
-    for key, path in files.items():
-        artefacts[key] = _artefact(path, "fp16" if key.endswith("_fp16") else "fp32", opset)
+def _model_doc(job: _Job, files: dict[str, Path]) -> dict:
+    cfg = job.cfg
+    artefacts = {key: _artefact(path, "fp16" if key.endswith("_fp16") else "fp32", job.opset)
+                 for key, path in files.items()}
     num_classes = cfg.model.num_classes
     classes = list(CITYSCAPES_CLASSES) if num_classes == len(CITYSCAPES_CLASSES) else [str(i) for i in range(num_classes)]
     palette = [list(map(int, c)) for c in CITYSCAPES_PALETTE[:num_classes]]
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "name": out.name,
+        "format": FORMAT, "format_version": FORMAT_VERSION, "name": job.out.name,
         "ready": False, "not_ready_reason": "export in progress",
         "classes": classes, "palette": palette, "ignore_index": IGNORE_INDEX,
         "input": {"name": "image", "dtype": "uint8", "layout": "NHWC", "color": "RGB",
                   "mean": list(IMG_MEAN), "std": list(IMG_STD),
-                  "buckets": [{"height": h, "width": w} for h, w in buckets],
-                  "max_batch": max_batch, "dynamic": {"batch": True, "height_width": "any multiple of 32"},
+                  "buckets": [{"height": h, "width": w} for h, w in job.buckets],
+                  "max_batch": job.max_batch, "dynamic": {"batch": True, "height_width": "any multiple of 32"},
                   "resize": "keep-ratio fit + bottom/right pad with mean colour; see serve/model_spec.py"},
         "outputs": {name: {"dtype": "uint8", "shape": ["N", "H", "W"], "meaning": meaning}
                     for name, meaning in PSEUDOLABELER_OUTPUTS.items()},
-        "noise": {"source": "prn" if has_prn else "confidence", "threshold": noise_threshold},
+        "noise": {"source": "prn" if job.prn is not None else "confidence",
+                  "threshold": job.reference.noise_threshold},
         "artefacts": artefacts,
-        "opset": opset,
+        "opset": job.opset,
         "precision": ["fp32", "fp16"] if "pseudolabeler_fp16" in files else ["fp32"],
         "producer": _versions(),
-        "checkpoint": {"file": checkpoint.name, "sha256": file_sha256(checkpoint), "weights": weights,
-                       "iteration": int(state.get("step", 0)), "config": cfg.name, "arch": cfg.model.arch,
+        "checkpoint": {"file": job.checkpoint.name, "sha256": file_sha256(job.checkpoint), "weights": job.weights,
+                       "iteration": int(job.state.get("step", 0)), "config": cfg.name, "arch": cfg.model.arch,
                        "head": cfg.model.head, "mode": cfg.uda.mode},
     }

@@ -56,7 +56,8 @@ def _label_for(path: Path, root: Path) -> Path | None:
     return None
 
 
-def load_calibration(calib_dir: str | Path | None, max_images: int, size_wh=(512, 256), seed: int = 0) -> tuple[list[CalibImage], str]:
+def load_calibration(calib_dir: str | Path | None, max_images: int, size_wh=(512, 256),
+                     seed: int = 0) -> tuple[list[CalibImage], str]:
     """(images, description). ``calib_dir=None`` renders synthetic target-style scenes with labels."""
     if calib_dir is None:
         from prnseg.training.data.synthetic import render_scene
@@ -126,8 +127,8 @@ class _Agreement:
         self.cm_gt_art = ConfusionMatrix(num_classes)
         self.has_gt = False
 
-    def update(self, art: dict, ref: dict, region, gt, placement, spec: ModelSpec):
-        rh, rw = region
+    def update(self, art: dict, ref: dict, gt, placement, spec: ModelSpec):
+        rh, rw = placement.resized_hw
         self.n += rh * rw
         for k in self.same:
             self.same[k] += int((art[k][:rh, :rw] == ref[k][:rh, :rw]).sum())
@@ -213,7 +214,7 @@ def run_parity(reference: PseudoLabeler, spec: ModelSpec, files: dict[str, Path]
                                                            float(np.abs(o[1] - noise.numpy()).max()))
             for k, acc in agree.items():
                 art = {n: o[0] for n, o in labelers[k](batch).items()}
-                acc.update(art, ref, placement.resized_hw, img.gt, placement, spec)
+                acc.update(art, ref, img.gt, placement, spec)
         entry = {}
         if "segmenter" in sessions:
             entry["segmenter"] = seg_diff

@@ -420,3 +420,52 @@ def test_checkpoint_without_prn_uses_the_confidence_noise_source(prn_checkpoint,
     o = dict(zip(PSEUDOLABELER_OUTPUTS, _session(spec.artefact_path("pseudolabeler")).run(None, {"image": images})))
     assert np.array_equal(o["label"], o["raw_label"])
     assert np.abs(o["noise_prob"].astype(int) - (255 - o["confidence"].astype(int))).max() <= 1
+
+
+def test_calibration_folders_find_their_labels(synth_root, tmp_path, prn_checkpoint, exported_model):
+    from prnseg.export.exporter import _load
+    from prnseg.export.graphs import PseudoLabeler
+    from prnseg.export.parity import load_calibration, run_parity
+    from prnseg.serve.image_io import read_image, write_image
+    from prnseg.training.data.transforms import IMG_MEAN, IMG_STD
+
+    images, desc = load_calibration(synth_root / "cityscapes", max_images=0)
+    assert len(images) == 12 and all(c.gt is not None and c.gt.shape == c.rgb.shape[:2] for c in images)
+    assert not any("gtFine" in c.name for c in images) and "with labels" in desc
+    assert len(load_calibration(synth_root / "cityscapes", max_images=5)[0]) == 5
+
+    folder = tmp_path / "calib"
+    for i, p in enumerate(_val_images(synth_root)[:2]):
+        write_image(folder / "images" / "a" / f"{i}.png", read_image(p))
+    label = (synth_root / "cityscapes" / "gtFine" / "val").rglob("*_gtFine_labelTrainIds.png").__next__()
+    (folder / "labels" / "a").mkdir(parents=True)
+    (folder / "labels" / "a" / "0.png").write_bytes(label.read_bytes())
+    images, _ = load_calibration(folder, max_images=0)
+    assert [c.name for c in images] == ["images/a/0.png"]  # labelled images only once some have labels
+
+    unlabelled = tmp_path / "plain"
+    for i, p in enumerate(_val_images(synth_root)[:2]):
+        write_image(unlabelled / f"{i}.jpg", read_image(p))
+    images, desc = load_calibration(unlabelled, max_images=0)
+    assert len(images) == 2 and all(c.gt is None for c in images) and "without labels" in desc
+    _, _, segmentor, prn, _ = _load(prn_checkpoint, "teacher")
+    reference = PseudoLabeler(segmentor, prn, IMG_MEAN, IMG_STD, 0.5).eval()
+    spec = load_model_spec(exported_model)
+    report = run_parity(reference, spec, {"pseudolabeler": spec.artefact_path("pseudolabeler")}, images, desc)
+    m = report["summary"]["pseudolabeler"]
+    assert report["passed"] and m["miou_delta_basis"] == "pytorch labels" and m["label_agreement"] >= 0.999
+    assert m["miou_delta"] == pytest.approx(100 - m["miou_vs_reference"])
+
+
+def test_engine_compatibility_check_runs_without_torch(tmp_path):
+    """serve/trt_compat.py is what a robot runs: no torch, and here no tensorrt either."""
+    import os
+
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
+    code = ("from prnseg.serve.trt_compat import check_engine_compatible as c;"
+            "print(c({'file': 'p.plan', 'tensorrt_version': '10.9.0', 'compute_capability': '9.0'}, '10.8.0', '9.0'))")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("p.plan was built with TensorRT 10.9.0, this machine has TensorRT 10.8.0")
