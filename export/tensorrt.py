@@ -87,9 +87,12 @@ def _keep_fp32(trt, network) -> int:
     """TensorRT 10 with the FP16 flag: pin LayerNorm, softmax and every layer outside the encoder
     to fp32 (the same split as the fp16 ONNX). Returns the number of layers pinned."""
     float_types = (trt.float32, trt.float16)
+    typed_by_definition = (trt.LayerType.CONSTANT, trt.LayerType.CAST)
     pinned = 0
     for i in range(network.num_layers):
         layer = network.get_layer(i)
+        if layer.type in typed_by_definition:
+            continue
         delicate = layer.type in (trt.LayerType.NORMALIZATION, trt.LayerType.SOFTMAX)
         if not (delicate or not layer.name.startswith(FP16_SCOPE)):
             continue
