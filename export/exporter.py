@@ -226,7 +226,8 @@ def export_model(checkpoint, out_dir, *, weights: str = "auto", sizes=None, max_
         buckets = [parse_size((h, w))]
     noise_threshold = cfg.prn.noise_threshold if prn is not None else round(1.0 - cfg.uda.pseudo_threshold, 6)
     job = _Job(checkpoint, out, cfg, state, segmentor, prn,
-               PseudoLabeler(segmentor, prn, IMG_MEAN, IMG_STD, noise_threshold).eval(), weights,
+               PseudoLabeler(segmentor, prn, IMG_MEAN, IMG_STD, noise_threshold,
+                             use_refined_labels=cfg.prn.use_refined_labels).eval(), weights,
                list(dict.fromkeys(buckets)), int(max_batch), bool(fp16), bool(tensorrt), bool(triton), calib_dir,
                int(calib_images), int(opset), bool(overwrite))
     tmp = _make_staging(out)
@@ -336,6 +337,8 @@ def _model_doc(job: _Job, files: dict[str, Path]) -> dict:
                     for name, meaning in PSEUDOLABELER_OUTPUTS.items()},
         "noise": {"source": "prn" if job.prn is not None else "confidence",
                   "threshold": job.reference.noise_threshold},
+        "label_source": ("prn_refined" if job.prn is not None and job.reference.use_refined_labels
+                         else "segmenter"),
         "artefacts": artefacts,
         "opset": job.opset,
         "precision": ["fp32", "fp16"] if "pseudolabeler_fp16" in files else ["fp32"],

@@ -62,11 +62,15 @@ class PseudoLabeler(nn.Module):
     argmax and the noise threshold all live here, so full-resolution logits never leave the
     device. Without a PRN the label is the segmenter's own and the noise probability is
     ``1 - max softmax`` (the confidence-threshold detector self-training uses); ``threshold`` is
-    then ``1 - pseudo_threshold``.
+    then ``1 - pseudo_threshold``. ``use_refined_labels=False`` mirrors a run trained with
+    ``prn.use_refined_labels=false``: the label (and its confidence) stay the segmenter's own and
+    the PRN contributes only its noise mask, exactly the pseudo-labels that run trained on.
     """
 
-    def __init__(self, segmentor: nn.Module, prn: nn.Module | None, mean, std, noise_threshold: float):
+    def __init__(self, segmentor: nn.Module, prn: nn.Module | None, mean, std, noise_threshold: float,
+                 use_refined_labels: bool = True):
         super().__init__()
+        self.use_refined_labels = bool(use_refined_labels)
         self.segmentor = segmentor
         self.prn = prn
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -91,9 +95,13 @@ class PseudoLabeler(nn.Module):
         raw_label = raw_logits.argmax(1).to(torch.uint8)
         if self.prn is not None:
             refined, noise_logit = self.prn(list(out.features), out.logits)
-            refined_logits = up(refined)
-            confidence = max_softmax(refined_logits)
-            label = refined_logits.argmax(1).to(torch.uint8)
+            if self.use_refined_labels:
+                refined_logits = up(refined)
+                confidence = max_softmax(refined_logits)
+                label = refined_logits.argmax(1).to(torch.uint8)
+            else:
+                confidence = max_softmax(raw_logits)
+                label = raw_label
             noise_prob = torch.sigmoid(up(noise_logit))[:, 0]
         else:
             confidence = max_softmax(raw_logits)

@@ -376,7 +376,7 @@ def test_engine_compatibility_check_explains_the_fallback():
 
 
 def test_tensorrt_engines_build_and_agree(prn_checkpoint, tmp_path):
-    pytest.importorskip("tensorrt", reason="TensorRT is not installable on this machine (needs NVIDIA's index and a GPU)")
+    pytest.importorskip("tensorrt", reason="tensorrt is not importable here; pip install 'prnseg[tensorrt]' needs NVIDIA's index and a GPU")
     if not torch.cuda.is_available():
         pytest.skip("TensorRT engines need a CUDA GPU")
     from prnseg.export import export_model
@@ -469,3 +469,25 @@ def test_engine_compatibility_check_runs_without_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("p.plan was built with TensorRT 10.9.0, this machine has TensorRT 10.8.0")
+
+
+def test_noise_mask_only_run_exports_the_labels_it_trained_on(prn_checkpoint, synth_root, tmp_path):
+    """prn.use_refined_labels=false: label = raw_label (with its confidence), noise still from the PRN."""
+    from prnseg.export import export_model
+    from prnseg.serve.image_io import read_image
+
+    state = torch.load(prn_checkpoint, map_location="cpu", weights_only=True)
+    state["config"]["prn"]["use_refined_labels"] = False
+    ckpt = tmp_path / "mask_only.pt"
+    torch.save(state, ckpt)
+    out = export_model(ckpt, tmp_path / "model", sizes=["128x256"], progress=False)
+    spec = load_model_spec(out)
+    assert spec.noise_source == "prn" and spec.raw["label_source"] == "segmenter"
+    assert "prn" in spec.artefacts
+    images = np.stack([read_image(p) for p in _val_images(synth_root)])
+    o = dict(zip(PSEUDOLABELER_OUTPUTS, _session(spec.artefact_path("pseudolabeler")).run(None, {"image": images})))
+    assert np.array_equal(o["label"], o["raw_label"])
+    full = dict(zip(PSEUDOLABELER_OUTPUTS, _session(
+        load_model_spec(export_model(prn_checkpoint, tmp_path / "full", sizes=["128x256"], progress=False))
+        .artefact_path("pseudolabeler")).run(None, {"image": images})))
+    assert np.array_equal(o["noise_prob"], full["noise_prob"])
