@@ -74,12 +74,24 @@ def read_label(path: str | os.PathLike, channel: int | None = None) -> np.ndarra
     return arr
 
 
+def _file_mode() -> int:
+    """The permissions ``open()`` would give a new file (mkstemp's own are 0600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, p)
@@ -114,9 +126,10 @@ def _png_chunk(tag: bytes, payload: bytes) -> bytes:
             + struct.pack(">I", zlib.crc32(tag + payload) & 0xFFFFFFFF))
 
 
-def encode_palette_png(label: np.ndarray, palette=CITYSCAPES_PALETTE) -> bytes:
+def encode_palette_png(label: np.ndarray, palette=CITYSCAPES_PALETTE, level: int = 6) -> bytes:
     """Encode a uint8 id map as an indexed ('P'-mode) PNG: one byte per pixel on disk (the
-    trainIds themselves), shown in colour by any viewer. OpenCV cannot write these."""
+    trainIds themselves), shown in colour by any viewer. OpenCV cannot write these.
+    ``level`` is the zlib level (1 is several times faster on noisy maps, slightly larger)."""
     label = np.ascontiguousarray(label, dtype=np.uint8)
     if label.ndim != 2:
         raise ValueError(f"palette PNG needs a 2-D id map, got shape {label.shape}")
@@ -127,7 +140,24 @@ def encode_palette_png(label: np.ndarray, palette=CITYSCAPES_PALETTE) -> bytes:
     return (b"\x89PNG\r\n\x1a\n"
             + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
             + _png_chunk(b"PLTE", plte.tobytes())
-            + _png_chunk(b"IDAT", zlib.compress(raw, 6))
+            + _png_chunk(b"IDAT", zlib.compress(raw, int(level)))
+            + _png_chunk(b"IEND", b""))
+
+
+def encode_gray_png(plane: np.ndarray, level: int = 1) -> bytes:
+    """Encode a 2-D uint8 plane as an 8-bit grayscale PNG with the "Up" filter: about 3x faster
+    than OpenCV's encoder for the smooth masks and maps a pseudo-labeller writes, at equal size."""
+    plane = np.ascontiguousarray(plane, dtype=np.uint8)
+    if plane.ndim != 2:
+        raise ValueError(f"grayscale PNG needs a 2-D array, got shape {plane.shape}")
+    h, w = plane.shape
+    rows = np.empty((h, w + 1), dtype=np.uint8)
+    rows[:, 0] = 2
+    rows[0, 1:] = plane[0]
+    np.subtract(plane[1:], plane[:-1], out=rows[1:, 1:])
+    return (b"\x89PNG\r\n\x1a\n"
+            + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), int(level)))
             + _png_chunk(b"IEND", b""))
 
 
