@@ -62,7 +62,9 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         demo_app.launch(app, host=args.host, port=args.port, prevent_thread_lock=True, quiet=True)
     except OSError as exc:
-        raise DemoError(f"cannot serve on {args.host}:{args.port} ({exc}); pass a free --port") from None
+        reason = "the port is in use" if "empty port" in str(exc) else str(exc)
+        raise DemoError(f"cannot serve on {args.host}:{args.port} ({reason}); pass a free --port or another --host") \
+            from None
     print(f"prnseg demo: open {app.local_url}  (Ctrl+C to stop)", flush=True)
     try:
         app.block_thread()

@@ -248,6 +248,10 @@ def test_cli_serves_the_model_and_stops_on_ctrl_c(exported_model, tmp_path):
         assert any(url in line for line in lines), "".join(lines)
         with urllib.request.urlopen(url, timeout=10) as resp:
             assert resp.status == 200 and b"prnseg demo" in resp.read()
+        busy = run_cli("demo", "--model", exported_model, "--port", port, "--device", "cpu", check=False, timeout=120)
+        assert busy.returncode == 2
+        assert busy.stderr.strip() == (f"prnseg demo: error: cannot serve on 127.0.0.1:{port} (the port is in use); "
+                                       "pass a free --port or another --host")
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, "".join(lines) + rest
