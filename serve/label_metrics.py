@@ -1,0 +1,163 @@
+"""Ground truth for ``prnseg label --gt``: which label belongs to an image, and pseudo-label quality.
+
+Matching rule (first existing file wins), for an image at ``REL/NAME.ext`` under INPUT_DIR, with
+GT_DIR searched at ``REL`` and, when REL starts with ``leftImg8bit/`` or ``rgb_anon/``, also at
+REL with that first folder replaced by ``gtFine/`` or ``gt/`` (so INPUT_DIR and GT_DIR may both
+be a dataset root):
+
+* Cityscapes: ``X_leftImg8bit`` -> ``X_gtFine_labelTrainIds.png``, then ``X_gtFine_labelIds.png``;
+* Dark Zurich / ACDC: ``X_rgb_anon`` -> ``X_gt_labelTrainIds.png``, then ``X_gt_labelIds.png``;
+* any image: ``NAME.png`` holding trainIds (a plain folder of labels at the same relative path).
+
+trainIds outside 0..18 count as ignore (255), as the training datasets read them. Per-image
+statistics are stored sparsely in each manifest line, so a report merges them across resumed
+runs and shards; the formulas are those of ``prnseg eval`` (``training/metrics.py``, numpy only):
+confusion-matrix mIoU for raw and refined labels, and the noise mask scored against the raw
+label's errors on labelled pixels. The noise AUROC uses the 256 levels of the uint8
+``noise_prob``; eval bins the float probability finer, so its AUROC can differ in the third digit.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+import cv2
+import numpy as np
+
+from prnseg.serve.image_io import read_label
+from prnseg.serve.labels import IGNORE_INDEX, NUM_CLASSES, labelid_to_trainid
+
+GT_MATCHING = ("X_leftImg8bit.* -> X_gtFine_labelTrainIds.png | X_gtFine_labelIds.png; X_rgb_anon.* -> "
+               "X_gt_labelTrainIds.png | X_gt_labelIds.png; else NAME.png (trainIds); same relative folder "
+               "(leftImg8bit/ -> gtFine/, rgb_anon/ -> gt/)")
+
+_SUFFIXES = (
+    ("_leftImg8bit", (("_gtFine_labelTrainIds.png", "trainIds"), ("_gtFine_labelIds.png", "labelIds"))),
+    ("_rgb_anon", (("_gt_labelTrainIds.png", "trainIds"), ("_gt_labelIds.png", "labelIds"))),
+)
+_ROOT_SWAP = {"leftImg8bit": "gtFine", "rgb_anon": "gt"}
+
+
+def gt_candidates(rel: str) -> list[tuple[str, str]]:
+    """(path relative to GT_DIR, id format) to try, in order, for an image at ``rel``."""
+    p = PurePosixPath(rel)
+    dirs = [p.parent]
+    if len(p.parts) > 1 and p.parts[0] in _ROOT_SWAP:
+        dirs.append(PurePosixPath(_ROOT_SWAP[p.parts[0]], *p.parts[1:-1]))
+    names: list[tuple[str, str]] = []
+    for suffix, options in _SUFFIXES:
+        if p.stem.endswith(suffix):
+            base = p.stem[: -len(suffix)]
+            names += [(base + tail, fmt) for tail, fmt in options]
+    names.append((p.stem + ".png", "trainIds"))
+    return [((d / n).as_posix(), fmt) for d in dirs for n, fmt in names]
+
+
+def find_gt(gt_dir: Path, rel: str) -> tuple[str, str] | None:
+    for cand, fmt in gt_candidates(rel):
+        if os.path.isfile(gt_dir / cand):
+            return cand, fmt
+    return None
+
+
+_TRAINID_LUT = np.full(65536, IGNORE_INDEX, np.uint8)
+_TRAINID_LUT[:NUM_CLASSES] = np.arange(NUM_CLASSES, dtype=np.uint8)
+
+
+def read_gt(path: Path, fmt: str) -> np.ndarray:
+    """A single-channel id map as uint8 trainIds (255 = ignore)."""
+    arr = read_label(path)
+    if arr.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{path}: label has dtype {arr.dtype}; expected an 8- or 16-bit id map")
+    return labelid_to_trainid(arr) if fmt == "labelIds" else _TRAINID_LUT[arr]
+
+
+def _sparse(counts: np.ndarray) -> list[list[int]]:
+    flat = counts.ravel()
+    nz = np.flatnonzero(flat)
+    return [[int(i), int(flat[i])] for i in nz]
+
+
+def _dense(pairs, size: int) -> np.ndarray:
+    out = np.zeros(size, dtype=np.int64)
+    for i, c in pairs:
+        out[int(i)] += int(c)
+    return out
+
+
+def image_stats(gt: np.ndarray, raw: np.ndarray, refined: np.ndarray, noise: np.ndarray,
+                noise_prob: np.ndarray, num_classes: int) -> dict:
+    """Mergeable per-image statistics. Predictions are resized (nearest) to the label's size when
+    they differ, as eval scores at the label's resolution."""
+    from prnseg.training.metrics import ConfusionMatrix
+
+    if gt.shape != raw.shape:
+        h, w = gt.shape
+        raw, refined, noise, noise_prob = (cv2.resize(a, (w, h), interpolation=cv2.INTER_NEAREST)
+                                           for a in (raw, refined, noise, noise_prob))
+    raw_cm = ConfusionMatrix(num_classes, IGNORE_INDEX).update(raw, gt)
+    ref_cm = ConfusionMatrix(num_classes, IGNORE_INDEX).update(refined, gt)
+    valid = gt != IGNORE_INDEX
+    wrong = (raw != gt) & valid
+    right = valid & ~wrong
+    flagged = noise.astype(bool)
+    return {
+        "raw_cm": _sparse(raw_cm.counts),
+        "refined_cm": _sparse(ref_cm.counts),
+        "tp": int(np.count_nonzero(flagged & wrong)), "fp": int(np.count_nonzero(flagged & right)),
+        "fn": int(np.count_nonzero(~flagged & wrong)), "tn": int(np.count_nonzero(~flagged & right)),
+        "pos_hist": _sparse(np.bincount(noise_prob[wrong], minlength=256)),
+        "neg_hist": _sparse(np.bincount(noise_prob[right], minlength=256)),
+    }
+
+
+class GTSummary:
+    """Sum of per-image statistics -> the report's pseudo-label quality section."""
+
+    def __init__(self, num_classes: int, class_names, noise_threshold: float):
+        from prnseg.training.metrics import ConfusionMatrix
+
+        self.num_classes = num_classes
+        self.noise_threshold = noise_threshold
+        self.raw = ConfusionMatrix(num_classes, IGNORE_INDEX, class_names)
+        self.refined = ConfusionMatrix(num_classes, IGNORE_INDEX, class_names)
+        self.counts = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
+        self.pos = np.zeros(256, np.int64)
+        self.neg = np.zeros(256, np.int64)
+        self.n_images = 0
+
+    def add(self, stats: dict) -> None:
+        size = self.num_classes * (self.num_classes + 1)
+        self.raw._counts += _dense(stats["raw_cm"], size).reshape(self.num_classes, -1)
+        self.refined._counts += _dense(stats["refined_cm"], size).reshape(self.num_classes, -1)
+        for k in self.counts:
+            self.counts[k] += int(stats[k])
+        self.pos += _dense(stats["pos_hist"], 256)
+        self.neg += _dense(stats["neg_hist"], 256)
+        self.n_images += 1
+
+    def to_dict(self) -> dict:
+        from prnseg.training.metrics import auroc_from_histograms
+
+        def div(a, b):
+            return a / b if b else None
+
+        tp, fp, fn, tn = (self.counts[k] for k in ("tp", "fp", "fn", "tn"))
+        raw, refined = self.raw.to_dict(), self.refined.to_dict()
+        auroc = auroc_from_histograms(self.pos, self.neg)
+        gain = None if raw["miou"] is None or refined["miou"] is None else refined["miou"] - raw["miou"]
+        return {
+            "n_images": self.n_images,
+            "raw": raw,
+            "refined": refined,
+            "miou_gain": gain,
+            "error_reference": "raw",
+            "noise_detector": {
+                "threshold": self.noise_threshold,
+                "precision": div(tp, tp + fp), "recall": div(tp, tp + fn), "f1": div(2 * tp, 2 * tp + fp + fn),
+                "auroc": None if np.isnan(auroc) else float(auroc),
+                "flagged_rate": div(tp + fp, tp + fp + fn + tn), "positive_rate": div(tp + fn, tp + fp + fn + tn),
+                "n_pixels": tp + fp + fn + tn,
+            },
+        }

@@ -1,0 +1,96 @@
+"""``prnseg label --engine ray``: the same Predictor and writer on a Ray Data cluster.
+
+The plan (listing, shard, resume) and the journal stay on the driver; Ray Data streams the
+to-do paths through ``map_batches`` to a pool of actors, each holding one ``Predictor``: one
+actor per GPU (``num_gpus=1``) when the cluster has GPUs, else a small CPU pool sharing the
+cores. Workers write every output atomically to the shared OUT_DIR and return the manifest
+records; the driver journals a record only after its files exist, so resume works as for the
+local engine. ``ray.init()`` joins the cluster named by ``RAY_ADDRESS`` or starts a local one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from prnseg.serve.model_spec import ModelSpec
+from prnseg.serve.pipeline import Item, Journal, LabelError, LabelOptions, OutputWriter, Plan, label_items
+
+
+class LabelActor:
+    """A Predictor and an OutputWriter living in one Ray actor."""
+
+    def __init__(self, options: dict, threads: int | None, device: str):
+        from prnseg.serve.predictor import Predictor
+
+        self.opts = LabelOptions(**options)
+        self.predictor = Predictor(self.opts.model_dir, backend=self.opts.backend, device=device,
+                                   precision=self.opts.precision, threads=threads, max_batch=self.opts.batch)
+        self.writer = OutputWriter(self.opts, self.predictor.spec)
+
+    def __call__(self, batch: dict) -> dict:
+        items = [Item.from_dict(json.loads(s)) for s in batch["item"]]
+        records = label_items(self.predictor, self.writer, self.opts, items)
+        for r in records:
+            r["worker"] = {"pid": os.getpid(), "provider": self.predictor.provider}
+        return {"record": np.array([json.dumps(r) for r in records], dtype=object)}
+
+
+def _options_dict(opts: LabelOptions) -> dict:
+    d = asdict(opts)
+    for k in ("input_dir", "out_dir", "model_dir", "gt_dir"):
+        if d[k] is not None:
+            d[k] = str(d[k])
+    d["progress"] = False
+    return d
+
+
+def run_ray(plan: Plan, spec: ModelSpec, journal: Journal, opts: LabelOptions, stop: threading.Event) -> dict:
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise LabelError("--engine ray needs Ray Data: pip install 'prnseg[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(include_dashboard=False, logging_level="warning", log_to_driver=True)
+    try:
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        cpus = max(1, int(resources.get("CPU", 1)))
+        use_gpu = gpus > 0 and opts.device != "cpu"
+        if use_gpu:
+            size, threads, device, num_gpus, num_cpus = gpus, None, "cuda", 1, 1
+        else:
+            size = max(1, min(2, cpus // 2))
+            threads, device, num_gpus, num_cpus = max(1, cpus // size), "cpu", 0, max(1, cpus // size)
+        batch = min(opts.batch or spec.max_batch, spec.max_batch)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        items = [{"item": json.dumps(i.to_dict())} for i in plan.todo]
+        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // batch, 4 * size)))
+        ds = ds.map_batches(LabelActor, fn_constructor_kwargs={"options": _options_dict(opts), "threads": threads,
+                                                               "device": device},
+                            batch_size=batch, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=size),
+                            num_gpus=num_gpus, num_cpus=num_cpus)
+        providers = set()
+        t0 = time.perf_counter()
+        for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for s in out["record"]:
+                rec = json.loads(s)
+                providers.add(rec.pop("worker")["provider"])
+                journal.add(rec)
+            if opts.max_failures > 0 and journal.n_failed >= opts.max_failures:
+                stop.set()
+                break
+        wall = time.perf_counter() - t0
+        return {"backend": "ray", "provider": ", ".join(sorted(providers)), "device": device, "batch": batch,
+                "actors": size, "gpus_per_actor": num_gpus, "wall_s": round(wall, 3)}
+    finally:
+        if started:
+            ray.shutdown()
