@@ -1,0 +1,305 @@
+"""``prnseg quickstart``: the product's main job end to end on the built-in synthetic benchmark.
+
+synth -> source-only warm-up -> PRN adaptation -> eval (before / after) -> export (parity gate)
+-> ``prnseg label`` on the target train folder with its labels as ``--gt`` -> a report.
+
+Every stage runs through the same code path as its own ``prnseg MODE`` and leaves a marker when it
+is complete, so Ctrl-C (or a crash) followed by the same command resumes: a finished stage is
+skipped, training continues from its last checkpoint, labelling skips finished images. The plan
+(image counts, iterations) is fixed in ``OUT/quickstart.json`` on the first run so a resumed run
+trains exactly what the first one planned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from prnseg.errors import PrnsegError
+
+DEFAULT_OUT = "prnseg-quickstart"
+PLAN_FILE = "quickstart.json"
+REPORT_FILE = "report.json"
+
+# Seconds per training step of the synthetic config's tiny model on a 2-core CPU (measured; see
+# README Results): the budget is split using these until the run measures its own.
+CPU_STEP_SECONDS = {"source_only": 0.25, "prn": 0.65}
+# Share of the budget left to everything but training (synth, eval, export, labelling).
+FIXED_SECONDS_CPU = 100.0
+
+
+@dataclass
+class Plan:
+    device: str
+    budget_minutes: float
+    n_source: int
+    n_target: int
+    n_val: int
+    size: tuple[int, int]
+    source_only_iters: int
+    prn_iters: int
+    prn_start_iter: int
+    label_batch: int
+    crop: int = 256
+    checkpoint_every: int = 50
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"where data, runs, the exported model and labels go (default {DEFAULT_OUT})")
+    p.add_argument("--budget-minutes", type=float, default=10.0, metavar="M",
+                   help="wall-clock budget used to size the data and iterations (default 10)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:i] (default auto)")
+    p.add_argument("--restart", action="store_true", help="forget a previous run in DIR and start over")
+    p.add_argument("--tiny", action="store_true",
+                   help="smoke-test the whole chain in a minute or two (26 small images, 20 + 30 iterations); "
+                        "its numbers mean nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def tiny_plan(device: str) -> Plan:
+    return Plan(device=device, budget_minutes=0.0, n_source=12, n_target=10, n_val=4, size=(256, 128),
+                source_only_iters=20, prn_iters=30, prn_start_iter=5, label_batch=2, crop=128,
+                checkpoint_every=5)
+
+
+def make_plan(budget_minutes: float, device: str) -> Plan:
+    """Data size and iterations that fit the budget: 30 % of training time warms up on the
+    source, 70 % adapts with the PRN (its steps cost ~2.6x a source-only step)."""
+    if budget_minutes < 2:
+        raise PrnsegError(f"--budget-minutes {budget_minutes:g} is too small; the quickstart needs at least 2")
+    budget = budget_minutes * 60.0
+    if device.startswith("cuda"):
+        # A GPU runs the tiny model ~10x faster: spend the budget on more data and iterations.
+        step = {k: v / 10 for k, v in CPU_STEP_SECONDS.items()}
+        fixed, n_source, n_target, n_val = 120.0, 1000, 1000, 100
+    else:
+        step, fixed = CPU_STEP_SECONDS, FIXED_SECONDS_CPU
+        n_source, n_target, n_val = 300, 200, 50
+    train = max(30.0, budget - fixed)
+    so = int(0.3 * train / step["source_only"])
+    prn = int(0.7 * train / step["prn"])
+    so, prn = max(100, min(so, 8000)), max(100, min(prn, 8000))
+    return Plan(device=device, budget_minutes=budget_minutes, n_source=n_source, n_target=n_target,
+                n_val=n_val, size=(512, 256), source_only_iters=so, prn_iters=prn,
+                prn_start_iter=max(1, prn // 10), label_batch=8 if device.startswith("cuda") else 4)
+
+
+class Quickstart:
+    def __init__(self, out: Path, plan: Plan, progress: bool):
+        self.out, self.plan, self.progress = out, plan, progress
+        self.data = out / "data"
+        self.runs = out / "runs"
+        self.model = out / "model"
+        self.labels = out / "labels"
+
+    # ---------------------------------------------------------------- helpers
+    def _stage(self, n: int, title: str) -> None:
+        print(f"\n[{n}/7] {title}", flush=True)
+
+    def _done(self, name: str) -> Path:
+        return self.out / ".done" / name
+
+    def _mark(self, name: str, info: dict | None = None) -> None:
+        from prnseg.serve.image_io import atomic_write_bytes
+
+        atomic_write_bytes(self._done(name), (json.dumps(info or {}) + "\n").encode())
+
+    def _run_mode(self, mode: str, argv: list[str]) -> None:
+        """Run one ``prnseg MODE`` in-process through its own parser; errors stop the quickstart."""
+        from prnseg.cli import build_parser, _entry
+
+        args = build_parser().parse_args([mode, *argv])
+        rc = int(_entry(mode, "run_{}", "run")(args) or 0)
+        if rc != 0:
+            raise PrnsegError(f"stage 'prnseg {mode}' exited with status {rc}; fix the cause above and run "
+                              "the same quickstart command again to resume")
+
+    # ---------------------------------------------------------------- stages
+    def synth(self) -> None:
+        self._stage(1, f"synthetic benchmark: {self.plan.n_source} source (GTA5 layout), {self.plan.n_target} "
+                       f"target train + {self.plan.n_val} val (Cityscapes layout)")
+        if self._done("synth").exists():
+            print(f"  done already: {self.data}")
+            return
+        from prnseg.training.data.synthetic import write_benchmark
+
+        w, h = self.plan.size
+        write_benchmark(self.data, self.plan.n_source, self.plan.n_target, self.plan.n_val, size=(w, h), seed=0,
+                        workers=1, progress=self.progress, overwrite=True)
+        self._mark("synth")
+
+    def _train(self, name: str, mode: str, iters: int, extra: list[str]) -> Path:
+        run = self.runs / name
+        ckpt = run / "last.pt"
+        if self._done(f"train_{name}").exists():
+            print(f"  done already: {ckpt}")
+            return ckpt
+        w, h = self.plan.size
+        sets = [f"data.source.root={self.data / 'gta'}", f"data.target.root={self.data / 'cityscapes'}",
+                *(f"data.{d}.resize=[{w},{h}]" for d in ("source", "target", "val")),
+                f"data.crop=[{self.plan.crop},{self.plan.crop}]",
+                f"uda.mode={mode}", f"train.iters={iters}", "train.eval_every=0",
+                f"train.checkpoint_every={self.plan.checkpoint_every}", "data.workers=0", f"train.device={self.plan.device}", *extra]
+        argv = ["--config", "synthetic", "--out", str(run)]
+        for s in sets:
+            argv += ["--set", s]
+        if ckpt.exists():
+            argv.append("--resume")
+        if not self.progress:
+            argv.append("--no-progress")
+        self._run_mode("train", argv)
+        self._mark(f"train_{name}")
+        return ckpt
+
+    def train_source_only(self) -> Path:
+        self._stage(2, f"source-only warm-up ({self.plan.source_only_iters} iterations)")
+        return self._train("source_only", "source_only", self.plan.source_only_iters, [])
+
+    def train_prn(self, init_from: Path) -> Path:
+        self._stage(3, f"adaptation with the PRN ({self.plan.prn_iters} iterations, warm-started)")
+        return self._train("prn", "prn", self.plan.prn_iters,
+                           [f"train.init_from={init_from}", f"prn.start_iter={self.plan.prn_start_iter}"])
+
+    def evaluate(self, source_ckpt: Path, prn_ckpt: Path) -> dict:
+        self._stage(4, "evaluate on the target val split, before and after adaptation")
+        from prnseg.serve.image_io import atomic_write_bytes
+        from prnseg.training.evaluate import evaluate_checkpoint
+
+        result = {}
+        for name, ckpt in (("source_only", source_ckpt), ("prn", prn_ckpt)):
+            path = self.runs / name / "eval.json"
+            if path.exists():
+                result[name] = json.loads(path.read_text())
+            else:
+                result[name] = evaluate_checkpoint(ckpt, self.data / "cityscapes", split="val",
+                                                   device=self.plan.device, progress=self.progress)
+                atomic_write_bytes(path, (json.dumps(result[name], indent=2) + "\n").encode())
+            print(f"  {name:<12} target val mIoU {100 * result[name]['miou']:.1f}")
+        return result
+
+    def export(self, prn_ckpt: Path) -> None:
+        self._stage(5, "export to ONNX (segmenter, PRN, fused pseudo-labeler) with the parity gate")
+        if self._done("export").exists() and (self.model / "model.json").exists():
+            print(f"  done already: {self.model}")
+            return
+        self._run_mode("export", [str(prn_ckpt), "--out", str(self.model), "--overwrite"])
+        self._mark("export")
+
+    def label(self) -> dict:
+        self._stage(6, "pseudo-label the target train folder (labels only used to score the result)")
+        images = self.data / "cityscapes" / "leftImg8bit" / "train"
+        argv = [str(images), "--model", str(self.model), "--out", str(self.labels),
+                "--gt", str(self.data / "cityscapes" / "gtFine" / "train"), "--batch", str(self.plan.label_batch),
+                "--save", "color,raw,confidence"]
+        if not self.progress:
+            argv.append("--no-progress")
+        self._run_mode("label", argv)
+        return json.loads((self.labels / "report.json").read_text())
+
+    # ---------------------------------------------------------------- report
+    def report(self, evals: dict, label_report: dict, seconds: float) -> dict:
+        self._stage(7, "report")
+        from prnseg.serve.image_io import atomic_write_bytes
+
+        gt = label_report.get("gt") or {}
+        before, after = evals["source_only"]["miou"], evals["prn"]["miou"]
+        raw, refined = gt.get("raw", {}).get("miou"), gt.get("refined", {}).get("miou")
+        noise = gt.get("noise_detector") or {}
+        ips = (label_report.get("run") or {}).get("images_per_s")
+        parity = {}
+        if (self.model / "parity.json").exists():
+            parity = json.loads((self.model / "parity.json").read_text())
+        rep = {
+            "plan": asdict(self.plan),
+            "seconds": round(seconds, 1),
+            "target_val_miou": {"source_only": before, "adapted": after, "gain": after - before},
+            "adaptation_helps": after > before,
+            "pseudo_labels_target_train": {"raw_miou": raw, "refined_miou": refined,
+                                           "noise_precision": noise.get("precision"),
+                                           "noise_recall": noise.get("recall")},
+            "refined_at_least_raw": (refined is not None and raw is not None and refined >= raw),
+            "labelling_images_per_second": ips,
+            "parity": parity.get("summary", parity),
+            "paths": {"data": str(self.data), "source_only": str(self.runs / "source_only"),
+                      "adapted": str(self.runs / "prn"), "model": str(self.model), "labels": str(self.labels)},
+        }
+        atomic_write_bytes(self.out / REPORT_FILE, (json.dumps(rep, indent=2) + "\n").encode())
+
+        def pct(v):
+            return "n/a" if v is None else f"{100 * v:.1f}"
+
+        print(f"  target val mIoU      source-only {pct(before)}  ->  adapted (PRN) {pct(after)}"
+              f"   ({'+' if after >= before else ''}{100 * (after - before):.1f})")
+        print(f"  pseudo-labels        raw {pct(raw)}  ->  refined {pct(refined)} mIoU on the target train images")
+        print(f"  noise mask           precision {pct(noise.get('precision'))}  recall {pct(noise.get('recall'))}")
+        print(f"  labelling            {ips:.1f} images/s" if ips else "  labelling            n/a")
+        print(f"  total                {seconds / 60:.1f} min")
+        print(f"\nwritten under {self.out}:")
+        for k, v in rep["paths"].items():
+            print(f"  {k:<12} {v}")
+        print(f"  report       {self.out / REPORT_FILE}")
+        print("\nnext:")
+        print(f"  prnseg demo --model {self.model}                      # look at it in the browser")
+        print(f"  prnseg label YOUR_IMAGES --model {self.model} --out YOUR_LABELS   # label your own folder")
+        print("  prnseg train --config gta2cityscapes --set data.source.root=data/gta "
+              "--set data.target.root=data/cityscapes   # the paper setting (GPU)")
+        return rep
+
+
+def _load_or_make_plan(out: Path, budget: float, device: str, restart: bool, tiny: bool) -> Plan:
+    from prnseg.serve.image_io import atomic_write_bytes
+
+    path = out / PLAN_FILE
+    if path.exists() and not restart:
+        doc = json.loads(path.read_text())
+        doc["size"] = tuple(doc["size"])
+        plan = Plan(**doc)
+        print(f"resuming the quickstart in {out} (planned {plan.source_only_iters} + {plan.prn_iters} iterations "
+              f"on {plan.device}; --restart starts over)")
+        return plan
+    if restart and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    plan = tiny_plan(device) if tiny else make_plan(budget, device)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (json.dumps(asdict(plan), indent=2) + "\n").encode())
+    return plan
+
+
+def run(args: argparse.Namespace) -> int:
+    from prnseg.training.distributed import select_device
+
+    out = Path(args.out)
+    if out.exists() and not (out / PLAN_FILE).exists() and any(out.iterdir()):
+        raise PrnsegError(f"{out}: exists and is not a quickstart folder; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise PrnsegError(f"{out}: cannot write there ({exc.strerror}); choose another --out") from None
+    device = str(select_device(args.device))
+    plan = _load_or_make_plan(out, args.budget_minutes, device, args.restart, args.tiny)
+    qs = Quickstart(out, plan, progress=not args.no_progress)
+    t0 = time.perf_counter()
+    try:
+        qs.synth()
+        so = qs.train_source_only()
+        prn = qs.train_prn(so)
+        evals = qs.evaluate(so, prn)
+        qs.export(prn)
+        label_report = qs.label()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; run the same command again to resume from here "
+              f"(prnseg quickstart --out {out})", file=sys.stderr)
+        return 130
+    qs.report(evals, label_report, time.perf_counter() - t0)
+    return 0
+
