@@ -22,6 +22,7 @@ MODES: dict[str, tuple[str, str]] = {
     "eval": ("prnseg.training.train_cli", "score a checkpoint on a labelled split (mIoU, per-class IoU, pseudo-label quality)"),
     "export": ("prnseg.export.cli", "export a checkpoint to ONNX (+ fp16, TensorRT, Triton) with a parity gate"),
     "label": ("prnseg.serve.label_cli", "pseudo-label a folder of images: refined labels, noise masks, confidence (resumable)"),
+    "quickstart": ("prnseg.quickstart", "the main job end to end on the synthetic benchmark: synth, adapt, export, label, report"),
     "demo": ("prnseg.demo.cli", "serve the Gradio web demo of an exported model on localhost"),
 }
 
