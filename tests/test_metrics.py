@@ -164,3 +164,15 @@ def test_pseudo_label_quality_summary():
     base = s["confidence_baseline"]
     assert base["recall"] == 1.0 and base["n_pixels"] == 3
     json.dumps(s)
+
+
+def test_pseudo_label_quality_kept_scores_labels_under_the_noise_mask():
+    gt = np.array([[0, 1, 2, 2, 255]])
+    raw = refined = np.array([[0, 2, 2, 1, 1]])
+    noise = np.array([[0.1, 0.9, 0.2, 0.6, 0.1]])  # flags both wrong pixels, keeps the right ones
+    s = PseudoLabelQuality(num_classes=3, noise_threshold=0.5).update(raw, refined, gt, noise).summary()
+    assert s["refined"]["miou"] < 1.0
+    assert s["kept"]["miou"] == pytest.approx(1.0)
+    assert s["kept"]["coverage"] == pytest.approx(2 / 4)
+    half = PseudoLabelQuality(num_classes=3, noise_threshold=0.95).update(raw, refined, gt, noise).summary()
+    assert half["kept"]["coverage"] == pytest.approx(1.0) and half["kept"]["miou"] == pytest.approx(s["refined"]["miou"])

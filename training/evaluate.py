@@ -193,6 +193,10 @@ def format_metrics(m: dict) -> str:
     if pl:
         nd, cb = pl["noise_detector"], pl["confidence_baseline"]
         lines.append(f"pseudo-labels: raw mIoU {_pct(pl['raw']['miou'])} -> refined {_pct(pl['refined']['miou'])}")
+        kept = pl.get("kept")
+        if kept:
+            lines.append(f"  on the pixels the noise mask keeps: mIoU {_pct(kept['miou'])} "
+                         f"(coverage {_pct(kept['coverage'])} of labelled pixels)")
         lines.append(f"noise mask: precision {_pct(nd['precision'])} recall {_pct(nd['recall'])} "
                      f"AUROC {_pct(nd['auroc'])}   (1 - max softmax baseline AUROC {_pct(cb['auroc'])})")
     return "\n".join(lines)
