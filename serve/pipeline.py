@@ -6,13 +6,14 @@ Three phases, shared by the local engine here and the Ray engine (:mod:`prnseg.s
    name, so adding files never moves others between shards), and skip the finished ones. An
    image is *finished* when a manifest line says ``ok`` and every output file it needs is present
    (plus, with ``--gt``, its ground-truth statistics). Outputs are written atomically (temp name,
-   rename) *before* the manifest line is appended and fsynced, so a SIGKILL at any moment leaves
-   each image either finished or redone in full on the next run; stale temp files of this shard
-   are removed first. A re-run rewrites an image's files with the same bytes.
+   rename) *before* the manifest line is appended (flushed at once, fsynced at least every
+   0.5 s), so a SIGKILL at any moment leaves each image either finished or redone in full on the
+   next run; stale temp files of this shard are removed first. Every batch is padded to the same
+   size, so a redone image gets the same bytes whatever its neighbours.
 2. **Run** (local engine): decode threads read and fit images into their bucket, the calling
-   thread batches them per bucket and runs the model, encode/write threads map outputs back,
-   encode PNGs and write them. Queues between the stages are bounded, so memory stays flat
-   and the model never waits on the disk while decoded images are ready.
+   thread batches them per bucket, an inference pool runs ``streams`` batches at once, and
+   encode/write threads map outputs back, encode PNGs and write them. Every hand-over is bounded,
+   so memory stays flat and the model never waits on the disk while decoded images are ready.
 3. **Finish**: the journal (``manifest.jsonl``) is compacted to one line per image, sorted;
    ``failures.jsonl`` and ``report.json`` are rewritten; ``train.txt`` and an ``images`` link
    make OUT_DIR a ``folder`` dataset that ``prnseg train`` reads.
@@ -41,7 +42,6 @@ from prnseg import __version__
 from prnseg.errors import PrnsegError
 from prnseg.serve.image_io import (IMAGE_EXTENSIONS, atomic_write_bytes, encode_gray_png, encode_palette_png,
                                    read_image)
-from prnseg.serve.labels import colorize
 from prnseg.serve.model_spec import ModelSpec, load_model_spec
 
 #: Outputs always written, and the optional ones ``--save`` adds (folder name = output name).
@@ -172,9 +172,14 @@ def _truncate_torn_tail(path: Path) -> None:
     if not path.is_file():
         return
     with open(path, "rb+") as f:
-        data = f.read()
-        if data and not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        start = max(0, size - (1 << 20))  # a manifest line is far shorter than 1 MiB
+        f.seek(start)
+        tail = f.read()
+        if not tail.endswith(b"\n"):
+            f.truncate(start + tail.rfind(b"\n") + 1)
 
 
 def _json_line(rec: dict) -> bytes:
@@ -258,7 +263,8 @@ def _reason(exc: BaseException) -> str:
 class OutputWriter:
     """Encodes and atomically writes one image's outputs and returns its manifest fields.
 
-    Picklable from its options alone, so Ray workers build the same writer and write the same bytes.
+    Built from the options and the model spec alone, so Ray workers build the same writer and
+    write the same bytes.
     """
 
     def __init__(self, opts: LabelOptions, spec: ModelSpec):
@@ -270,11 +276,10 @@ class OutputWriter:
         self.level = int(opts.png_level)
         self.png = [cv2.IMWRITE_PNG_COMPRESSION, self.level]
         self.palette = [tuple(c) for c in spec.palette]
+        self.colors = np.zeros((256, 3), np.uint8)  # the model's palette; ignore (255) is black
+        self.colors[: len(spec.palette)] = np.asarray(spec.palette, np.uint8)
         self.num_classes = spec.num_classes
         self.gt_dir = opts.gt_dir
-
-    def files(self, key: str, subdirs) -> list[str]:
-        return [f"{sub}/{key}.png" for sub in subdirs]
 
     def _gray(self, arr: np.ndarray) -> bytes:
         return encode_gray_png(arr, self.level)
@@ -292,7 +297,7 @@ class OutputWriter:
         blobs = {"labels": lambda: encode_palette_png(label, self.palette, self.level),
                  "noise": lambda: self._gray(noise.astype(np.uint8) * np.uint8(255)),
                  "confidence": lambda: self._gray(pred.confidence),
-                 "color": lambda: self._rgb(colorize(label)),
+                 "color": lambda: self._rgb(self.colors[label]),
                  "raw": lambda: encode_palette_png(pred.raw_label, self.palette, self.level),
                  "noise_prob": lambda: self._gray(pred.noise_prob)}
         for sub in ALWAYS + self.save:
@@ -330,7 +335,7 @@ class Plan:
     todo: list[Item]
     skipped: int
     collisions: list[tuple[str, str]]  # (path, the path it collides with)
-    previous: dict[str, dict] = field(default_factory=dict)  # finished records by path
+    finished: dict[str, dict] = field(default_factory=dict)  # records of the images skipped as finished
 
 
 def _scan_outputs(out_dir: Path, opts: LabelOptions) -> set[str]:
@@ -641,8 +646,8 @@ def _ok_record(item: Item, placement, decode_s: float, infer_s: float, write_s: 
     h, w = placement.src_hw
     return {"path": item.rel, "status": "ok", "size": [h, w],
             "bucket": [placement.bucket.height, placement.bucket.width],
-            "ms": {"decode": round(decode_s * 1e3, 2), "infer": round(infer_s * 1e3, 2),
-                   "write": round(write_s * 1e3, 2)}, **fields}
+            "timings_ms": {"decode": round(decode_s * 1e3, 2), "infer": round(infer_s * 1e3, 2),
+                           "write": round(write_s * 1e3, 2)}, **fields}
 
 
 def _aggregate(records: list[dict], spec: ModelSpec) -> dict:
@@ -665,7 +670,7 @@ def _aggregate(records: list[dict], spec: ModelSpec) -> dict:
     }
 
 
-def _gt_report(records: list[dict], spec: ModelSpec, opts: LabelOptions, plan: Plan, threshold: float) -> dict:
+def _gt_report(records: list[dict], spec: ModelSpec, opts: LabelOptions, threshold: float) -> dict:
     from prnseg.serve.label_metrics import GT_MATCHING, GTSummary
 
     summary = GTSummary(spec.num_classes, spec.classes, threshold)
@@ -686,7 +691,7 @@ def _gt_report(records: list[dict], spec: ModelSpec, opts: LabelOptions, plan: P
 def finish(plan: Plan, opts: LabelOptions, spec: ModelSpec, journal_records: dict[str, dict], run: dict) -> dict:
     """report.json for this shard (all its images, finished now or before), train list, images link."""
     listed = set(plan.listed)
-    merged = {**{p: r for p, r in _previous_records(opts.out_dir, opts.tag).items() if p in listed}}
+    merged = {p: r for p, r in _previous_records(opts.out_dir, opts.tag).items() if p in listed}
     ok = [merged[p] for p in sorted(merged)]
     failed = sorted((r for p, r in journal_records.items() if p in listed and r["status"] != "ok" and p not in merged),
                     key=lambda r: r["path"])
@@ -709,10 +714,10 @@ def finish(plan: Plan, opts: LabelOptions, spec: ModelSpec, journal_records: dic
         "failures": [{"path": r["path"], "stage": r.get("stage"), "reason": r.get("reason")} for r in failed[:20]],
     }
     if opts.gt_dir is not None:
-        report["gt"] = _gt_report(ok, spec, opts, plan, threshold)
+        report["gt"] = _gt_report(ok, spec, opts, threshold)
     atomic_write_bytes(opts.out_dir / f"report{opts.tag}.json", (json.dumps(report, indent=2) + "\n").encode())
     with _flock(opts.out_dir / ".prnseg-label-list.lock", True, ""):
-        done = sorted(_previous_records(opts.out_dir, "").keys())
+        done = sorted(p for p in _previous_records(opts.out_dir, "") if (opts.input_dir / p).is_file())
         atomic_write_bytes(opts.out_dir / TRAIN_LIST, "".join(p + "\n" for p in done).encode())
         _link_images(opts)
     return report

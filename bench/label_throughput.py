@@ -1,0 +1,151 @@
+"""``prnseg label`` throughput against the bare Predictor on the same images, backend and batch.
+
+The pipeline reads real files from disk, decodes and fits them, runs the model and encodes and
+writes every output with its manifest line; the bare Predictor gets the same images already
+decoded as arrays and writes nothing. The ratio says how much the decode/encode/write stages cost
+the model: target >= 0.9 on CPU ONNX Runtime (the threads share the cores with inference). Runs
+alternate back to back, so a busy machine slows both sides of each pair alike.
+
+    python bench/label_throughput.py [--model MODEL_DIR] [--images 200] [--size 128x256] [--batch 4]
+                                     [--workers 2] [--threads T] [--repeats 3] [--device cpu] [--json FILE]
+
+Without --model a tiny model is trained for 2 iterations on a small synthetic benchmark and
+exported (needs the [train] extra; its speed, not its accuracy, matters here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def _tiny_model(work: Path) -> Path:
+    import subprocess
+    import sys
+
+    from prnseg.export import export_model
+    from prnseg.training.data.synthetic import write_benchmark
+
+    root = work / "synth"
+    write_benchmark(root, n_source=6, n_target=4, n_val=2, size=(256, 128), seed=0, workers=1, progress=False,
+                    overwrite=True)
+    sets = [f"data.source.root={root / 'gta'}", f"data.target.root={root / 'cityscapes'}",
+            "data.source.resize=[256,128]", "data.target.resize=[256,128]", "data.val.resize=[256,128]",
+            "data.crop=[128,128]", "data.workers=0", "train.iters=2", "train.eval_every=0", "prn.start_iter=1"]
+    subprocess.run([sys.executable, "-m", "prnseg", "train", "--config", "synthetic", "--out", str(work / "run"),
+                    "--no-progress", *[a for s in sets for a in ("--set", s)]], check=True, capture_output=True)
+    return export_model(work / "run" / "last.pt", work / "model", sizes=["128x256"], max_batch=8, progress=False)
+
+
+def _images(folder: Path, n: int, hw: tuple[int, int]) -> list[np.ndarray]:
+    """n distinct street scenes (a few rendered, the rest flipped/shifted/brightened variants) saved as PNG."""
+    from prnseg.training.data.synthetic import render_scene
+
+    h, w = hw
+    base = [render_scene(s, (w, h), "target")[0] for s in range(min(n, 16))]
+    out = []
+    for i in range(n):
+        img = base[i % len(base)]
+        k = i // len(base)
+        img = np.roll(img[:, ::-1] if k % 2 else img, 7 * k, axis=1)
+        img = np.clip(img.astype(np.int16) + (k % 5) * 6 - 12, 0, 255).astype(np.uint8)
+        out.append(np.ascontiguousarray(img))
+        sub = folder / f"seq{i % 4}"
+        sub.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(sub / f"frame_{i:05d}.png"), img[:, :, ::-1])
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--images", type=int, default=200)
+    ap.add_argument("--size", default=None, help="HxW of the images (default: the model's first bucket)")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads per stream (both runs)")
+    ap.add_argument("--streams", type=int, default=None, help="batches in flight (both runs; default as prnseg label)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--backend", default="onnxruntime")
+    ap.add_argument("--save", default="confidence")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    from prnseg.serve.pipeline import LabelOptions, engine_threads, label_folder
+    from prnseg.serve.predictor import Predictor
+
+    work = Path(tempfile.mkdtemp(prefix="prnseg-label-bench-"))
+    try:
+        model = Path(args.model) if args.model else _tiny_model(work)
+        from prnseg.serve.model_spec import load_model_spec
+
+        bucket = load_model_spec(model).buckets[0]
+        hw = tuple(int(v) for v in args.size.lower().split("x")) if args.size else (bucket.height, bucket.width)
+        folder = work / "images"
+        arrays = _images(folder, args.images, hw)
+        save = tuple(s for s in args.save.split(",") if s and s != "none")
+
+        opts = LabelOptions(folder, work / "out", model, batch=args.batch, workers=args.workers, save=save,
+                            backend=args.backend, device=args.device, threads=args.threads, streams=args.streams,
+                            progress=False)
+        config = engine_threads(opts)
+        # The same Predictor settings the pipeline uses, fed pre-decoded arrays all at once (its
+        # streams run concurrently) -- and ONNX Runtime's defaults (one stream, batch by batch) for context.
+        bare = Predictor(model, backend=args.backend, device=args.device, max_batch=args.batch, **config)
+        plain = Predictor(model, backend=args.backend, device=args.device, max_batch=args.batch)
+        batch = bare.max_batch
+        bare.predict(arrays[: 4 * batch])
+        plain.predict(arrays[: 2 * batch])
+        rates = {"bare": [], "ort_default": [], "pipeline": []}
+        reports = []
+        for r in range(args.repeats):
+            t0 = time.perf_counter()
+            bare.predict(arrays)
+            rates["bare"].append(len(arrays) / (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            for s in range(0, len(arrays), batch):
+                plain.predict(arrays[s:s + batch])
+            rates["ort_default"].append(len(arrays) / (time.perf_counter() - t0))
+            pipe = Predictor(model, backend=args.backend, device=args.device, max_batch=args.batch, spin=False,
+                             **config)
+            report = label_folder(opts, predictor=pipe)
+            reports.append(report["run"])
+            rates["pipeline"].append(len(arrays) / report["run"]["wall_s"])
+            shutil.rmtree(opts.out_dir)
+        best = {k: max(v) for k, v in rates.items()}
+        baseline = best["bare"]
+        result = {
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+            "provider": bare.provider, "images": len(arrays), "size": list(hw), "batch": batch,
+            "workers": args.workers, "streams": config["streams"], "threads": config["threads"], "save": list(save),
+            "images_per_s": {k: [round(x, 2) for x in v] for k, v in rates.items()},
+            "best": {k: round(v, 2) for k, v in best.items()},
+            "ratio_pipeline_vs_bare": round(best["pipeline"] / baseline, 3),
+            "ratio_median_of_pairs": round(float(np.median([q / b for q, b in zip(rates["pipeline"], rates["bare"])])), 3),
+            "pipeline_stage_s": reports[-1].get("stage_s"),
+        }
+        print(f"{result['provider']}, {len(arrays)} images of {hw[0]}x{hw[1]}, batch {batch}, streams "
+              f"{config['streams']} x {config['threads']} threads, workers {args.workers}")
+        for k, v in rates.items():
+            print(f"  {k:<13} best {best[k]:7.1f} images/s   runs: {', '.join(f'{x:.1f}' for x in v)}")
+        print(f"ratio pipeline / bare Predictor: best/best {result['ratio_pipeline_vs_bare']:.3f}, median of "
+              f"back-to-back pairs {result['ratio_median_of_pairs']:.3f} (target >= 0.9)")
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
