@@ -12,8 +12,9 @@ be a dataset root):
 trainIds outside 0..18 count as ignore (255), as the training datasets read them. Per-image
 statistics are stored sparsely in each manifest line, so a report merges them across resumed
 runs and shards; the formulas are those of ``prnseg eval`` (``training/metrics.py``, numpy only):
-confusion-matrix mIoU for raw and refined labels, and the noise mask scored against the raw
-label's errors on labelled pixels. The noise AUROC uses the 256 levels of the uint8
+confusion-matrix mIoU for raw and refined labels, ``kept`` (the refined label on the pixels the
+written noise mask keeps, and their share), and the noise mask scored against the raw label's
+errors on labelled pixels. The noise AUROC uses the 256 levels of the uint8
 ``noise_prob``; eval bins the float probability finer, so its AUROC can differ in the third digit.
 """
 
@@ -102,9 +103,11 @@ def image_stats(gt: np.ndarray, raw: np.ndarray, refined: np.ndarray, noise: np.
     wrong = (raw != gt) & valid
     right = valid & ~wrong
     flagged = noise.astype(bool)
+    kept_cm = ConfusionMatrix(num_classes, IGNORE_INDEX).update(refined, np.where(flagged, IGNORE_INDEX, gt))
     return {
         "raw_cm": _sparse(raw_cm.counts),
         "refined_cm": _sparse(ref_cm.counts),
+        "kept_cm": _sparse(kept_cm.counts),
         "tp": int(np.count_nonzero(flagged & wrong)), "fp": int(np.count_nonzero(flagged & right)),
         "fn": int(np.count_nonzero(~flagged & wrong)), "tn": int(np.count_nonzero(~flagged & right)),
         "pos_hist": _sparse(np.bincount(noise_prob[wrong], minlength=256)),
@@ -122,6 +125,7 @@ class GTSummary:
         self.noise_threshold = noise_threshold
         self.raw = ConfusionMatrix(num_classes, IGNORE_INDEX, class_names)
         self.refined = ConfusionMatrix(num_classes, IGNORE_INDEX, class_names)
+        self.kept = ConfusionMatrix(num_classes, IGNORE_INDEX, class_names)
         self.counts = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
         self.pos = np.zeros(256, np.int64)
         self.neg = np.zeros(256, np.int64)
@@ -131,6 +135,7 @@ class GTSummary:
         size = self.num_classes * (self.num_classes + 1)
         self.raw._counts += _dense(stats["raw_cm"], size).reshape(self.num_classes, -1)
         self.refined._counts += _dense(stats["refined_cm"], size).reshape(self.num_classes, -1)
+        self.kept._counts += _dense(stats.get("kept_cm", []), size).reshape(self.num_classes, -1)
         for k in self.counts:
             self.counts[k] += int(stats[k])
         self.pos += _dense(stats["pos_hist"], 256)
@@ -147,11 +152,14 @@ class GTSummary:
         raw, refined = self.raw.to_dict(), self.refined.to_dict()
         auroc = auroc_from_histograms(self.pos, self.neg)
         gain = None if raw["miou"] is None or refined["miou"] is None else refined["miou"] - raw["miou"]
+        labelled = int(self.refined.counts.sum())
+        kept = {**self.kept.to_dict(), "coverage": int(self.kept.counts.sum()) / labelled if labelled else None}
         return {
             "n_images": self.n_images,
             "raw": raw,
             "refined": refined,
             "miou_gain": gain,
+            "kept": kept,
             "error_reference": "raw",
             "noise_detector": {
                 "threshold": self.noise_threshold,
