@@ -14,6 +14,7 @@ Runtime.
 from __future__ import annotations
 
 import ctypes
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,7 @@ class TensorRTRunner:
             self.engines[bucket] = (engine, engine.create_execution_context(), outputs, path.name)
         self.fixed_batch = min(batches) if batches else None
         self._cudart = _cudart()
+        self._lock = threading.Lock()  # one execution context per bucket: one batch at a time
 
     def describe(self) -> str:
         files = ", ".join(v[3] for v in self.engines.values())
@@ -74,6 +76,10 @@ class TensorRTRunner:
         bucket = Bucket(int(batch.shape[1]), int(batch.shape[2]))
         if bucket not in self.engines:
             raise TensorRTError(f"no TensorRT plan for input size {bucket.height}x{bucket.width}")
+        with self._lock:
+            return self._run(bucket, batch)
+
+    def _run(self, bucket: Bucket, batch: np.ndarray) -> dict[str, np.ndarray]:
         engine, context, outputs, name = self.engines[bucket]
         ort = self.ort
         batch = np.ascontiguousarray(batch, dtype=np.uint8)
