@@ -784,6 +784,7 @@ def label_folder(opts: LabelOptions, predictor=None, log=print) -> dict:
                                              "extension); rename one")
             if plan.todo:
                 t0 = time.perf_counter()
+                config = engine_threads(opts)
                 if opts.engine == "ray":
                     from prnseg.serve.ray_engine import run_ray
 
@@ -795,12 +796,12 @@ def label_folder(opts: LabelOptions, predictor=None, log=print) -> dict:
 
                         predictor = Predictor(opts.model_dir, backend=opts.backend, device=opts.device,
                                               precision=opts.precision, spin=False, max_batch=opts.batch,
-                                              **engine_threads(opts))
+                                              **config)
                         if opts.batch and opts.batch > predictor.max_batch:
                             log(f"--batch {opts.batch} exceeds the model's max_batch; using {predictor.max_batch}")
                     run["load_s"] = round(time.perf_counter() - t0, 3)
                     run.update(backend=predictor.backend, provider=predictor.provider, device=predictor.device,
-                               batch=predictor.max_batch, streams=predictor.streams, threads=opts.threads)
+                               batch=predictor.max_batch, streams=predictor.streams, threads=config["threads"])
                     writer = OutputWriter(opts, spec)
                     t1 = time.perf_counter()
                     times = run_local(plan, predictor, writer, journal, opts, stop)
