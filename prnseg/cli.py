@@ -24,6 +24,7 @@ MODES: dict[str, tuple[str, str]] = {
     "label": ("prnseg.serve.label_cli", "pseudo-label a folder of images: refined labels, noise masks, confidence (resumable)"),
     "quickstart": ("prnseg.quickstart", "the main job end to end on the synthetic benchmark: synth, adapt, export, label, report"),
     "demo": ("prnseg.demo.cli", "serve the Gradio web demo of an exported model on localhost"),
+    "bench": ("prnseg.bench", "measure every inference backend (speed, parity) and the training step cost on this machine"),
 }
 
 
