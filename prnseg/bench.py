@@ -71,7 +71,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--model", default=None, metavar="MODEL_DIR",
                      help="benchmark this exported model (prnseg export) as it is, instead of random-weight encoders")
     src.add_argument("--arch", nargs="+", default=None, metavar="ARCH",
-                     help=f"encoders to build with random weights: tiny, mit_b0 .. mit_b5 (default: {' '.join(DEFAULT_ARCHS)})")
+                     help="encoders to build with random weights: tiny, mit_b0 .. mit_b5 "
+                          f"(default: {' '.join(DEFAULT_ARCHS)})")
     p.add_argument("--checkpoint", default=None, metavar="CKPT",
                    help="with --model: the checkpoint it was exported from, for the PyTorch rows and a PyTorch "
                         "parity reference (without it, parity is measured against ONNX Runtime fp32)")
@@ -98,7 +99,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-crop", type=int, default=None, metavar="PX",
                    help="training crop size (default 256 on a CPU, 512 on a GPU; batch 2+2 as in DAFormer)")
     p.add_argument("--train-steps", type=int, default=None, metavar="N",
-                   help="training steps per mode; the median step time is reported (default 6)")
+                   help="training steps per mode, >= 3; the median step time is reported, so the first (warm-up) "
+                        "step does not count (default 6)")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, metavar="T",
                    help="CPU threads for PyTorch and ONNX Runtime (default: the libraries' choice)")
@@ -184,7 +186,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     sizes = [parse_hw(s) for s in (args.sizes or ([] if args.model else default_sizes))]
     train_steps = args.train_steps or (QUICK["train_steps"] if args.quick else 6)
     for name, value, low in (("--batch", min(args.batch), 1), ("--iters", args.iters, 0),
-                             ("--train-steps", train_steps, 2)):
+                             ("--train-steps", train_steps, 3)):
         if value < low:
             raise BenchError(f"{name} must be >= {low}, got {value}")
     if args.images is not None and args.images < 1:
@@ -427,7 +429,9 @@ class Results:
                          "weights": "random (untrained)" if s.model is None else "the exported model's",
                          "sizes": [f"{h}x{w}" for h, w in s.sizes], "batches": s.batches,
                          "iters": s.iters or "auto", "warmup": s.warmup, "images": s.images,
-                         "backends": s.backends, "fp16": s.fp16, "quick": s.quick},
+                         "backends": s.backends, "fp16": s.fp16, "quick": s.quick,
+                         "train": {"arch": s.train_arch, "crop": s.train_crop, "steps": s.train_steps} if s.train
+                         else None},
             "definitions": {
                 "engine": "pseudo-labelling graph alone on pre-decoded bucket-sized uint8 batches; host->device "
                           "copy and uint8 outputs back to the host included; warm-up excluded; latency per batch",
@@ -479,20 +483,30 @@ def render_markdown(doc: dict) -> str:
         status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('reason', '')}"
         if r.get("is_reference"):
             status = "ok (parity reference)"
+        status = status.replace("|", "\\|")
         lines.append(
-            f"| {r['model']} | {r['size']} | {r['batch']} | {r['backend']} | {r['precision']} | {r.get('runs_on') or '-'} "
-            f"| {_cell(e.get('latency_ms_median'))} | {_cell(e.get('latency_ms_p90'))} | "
+            f"| {r['model']} | {r['size']} | {r['batch']} | {r['backend']} | {r['precision']} | "
+            f"{r.get('runs_on') or '-'} | {_cell(e.get('latency_ms_median'))} | {_cell(e.get('latency_ms_p90'))} | "
             f"{_cell(e.get('images_per_s'), '{:.2f}')} | {_cell(e2e.get('images_per_s'), '{:.2f}')} | "
             f"{_cell(p.get('label_agreement_pct'), '{:.3f}')} | {_cell(p.get('noise_agreement_pct'), '{:.3f}')} | "
             f"{status} |")
+    if doc["exports"]:
+        lines += ["", "## Exports (prnseg export)", "", "| model | seconds | pseudolabeler.onnx MB | "
+                  "pseudolabeler_fp16.onnx MB | export parity gate, label agreement % |", "|---|---|---|---|---|"]
+        for x in doc["exports"]:
+            mb = x.get("files_mb", {})
+            gate = ", ".join(f"{k} {v['label_agreement_pct']:.3f}" for k, v in x.get("export_parity_gate", {}).items())
+            lines.append(f"| {x['model']} | {_cell(x.get('seconds'))} | {_cell(mb.get('pseudolabeler.onnx'))} | "
+                         f"{_cell(mb.get('pseudolabeler_fp16.onnx'))} | {gate or '-'} |")
     t = doc["training"]
     if t:
         lines += ["", "## Training step", ""]
         if t.get("status") != "ok":
             lines.append(f"{t.get('status')}: {t.get('reason', '')}")
         else:
-            lines += [f"{t['arch']} + DAFormer head, {t['crop']}x{t['crop']} crops, batch {t['batch']}, "
-                      f"{t['steps']} steps per mode on {t['device']} (amp: {t['amp']}); memory: {t['memory_kind']}.",
+            lines += [f"{t['arch']} + DAFormer head (config {t['config']}), {t['crop']}x{t['crop']} crops, batch "
+                      f"{t['batch']}, {t['steps']} steps per mode on {t['device']} (amp: {t['amp']}); memory: "
+                      f"{t['memory_kind']}.",
                       "", "| mode | median step s | peak memory MB |", "|---|---|---|"]
             for mode, r in t["modes"].items():
                 lines.append(f"| {mode} | {_cell(r.get('median_step_s'), '{:.3f}')} | "
@@ -808,7 +822,11 @@ def bench_target(target: Target, s: Settings, images: list[np.ndarray], e2e_dir:
                     row["parity"] = parity(outs, reference)
                     pred = None
                     gc.collect()
-                    row["end_to_end"] = end_to_end(target, batch, kwargs, prec, s, e2e_dir, work, log)
+                    try:
+                        row["end_to_end"] = end_to_end(target, batch, kwargs, prec, s, e2e_dir, work, log)
+                    except Exception as exc:  # the engine numbers stand; say why the pipeline run did not
+                        row["end_to_end"] = {"images_per_s": None, "status": "failed", "reason": _reason(exc)}
+                        log(f"      {label} {prec} end to end: {_reason(exc)}")
             except Exception as exc:  # one backend failing must not stop the others
                 row.update(status="failed", reason=_reason(exc))
                 log(f"      {label} {prec}: {row['reason']}")
@@ -914,6 +932,8 @@ def bench_training(s: Settings, work: Path, log) -> dict:
 # --------------------------------------------------------------------------------------- main
 
 def _prepare_work(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"--out {out}: exists and is not a directory; choose another --out")
     work = out / "work"
     if work.exists():
         if not (work / WORK_MARKER).is_file():
@@ -978,8 +998,8 @@ def run_bench(args: argparse.Namespace) -> int:
         notes.append(f"The machine was busy when the run started (1-minute load average {la[0]} on {cores} "
                      "usable cores): CPU timings are slower than on an idle machine.")
     if not s.on_cuda and not args.sizes and s.model is None and not s.quick:
-        notes.append(f"CPU default size is {DEFAULT_SIZE_CPU}: MiT-B5 at {DEFAULT_SIZE_CUDA} takes tens of seconds "
-                     f"per image on a small CPU; pass --sizes {DEFAULT_SIZE_CUDA} to measure it.")
+        notes.append(f"CPU default size is {DEFAULT_SIZE_CPU}: MiT-B5 at {DEFAULT_SIZE_CUDA} needs ~15 s per image and "
+                     f"~3 min to export on a 2-core CPU; pass --sizes {DEFAULT_SIZE_CUDA} to measure it anyway.")
     results.save()
 
     def log(msg: str) -> None:
