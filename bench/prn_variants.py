@@ -1,0 +1,133 @@
+"""Which PRN training signal transfers to the target? Train only a PRN on a frozen teacher.
+
+Holds a trained checkpoint's EMA teacher fixed and trains a fresh PRN for ``--iters`` steps with
+each variant of its training input, then scores raw vs refined pseudo-labels and the noise
+head's AUROC on the labelled target val split (the same metrics as ``prnseg eval``):
+
+- ``full``: the method: teacher features + FFT-perturbed source logits (target low-frequency
+  amplitude);
+- ``logits_only``: the same logits, features zeroed: tests whether the source features are
+  what fails to transfer;
+- ``fda``: the source *image* first takes a target image's low-frequency amplitude (FDA,
+  window 0.01-0.09), so the features the PRN sees look target-like;
+- ``no_perturb``: plain source logits: the PRN only ever sees the teacher's own source errors.
+
+    python bench/prn_variants.py --checkpoint runs/prn/last.pt --data data/synth \\
+        --variants full logits_only fda --iters 300 --val-images 40 --json prn_variants.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from torch.utils.data import DataLoader
+
+from prnseg.training.data.builder import build_eval_dataset, build_uda_dataset, val_dataset_config
+from prnseg.training.data.transforms import build_test_pipeline
+from prnseg.training.data.uda import ResumableSampler
+from prnseg.training.evaluate import load_models, run_networks
+from prnseg.training.fft_perturb import fft_perturb_logits, sample_eps
+from prnseg.training.losses import prn_losses
+from prnseg.training.metrics import PseudoLabelQuality
+from prnseg.training.models.factory import create_prn
+
+VARIANTS = ("full", "logits_only", "fda", "no_perturb")
+
+
+class _FeatureGate(torch.nn.Module):
+    """Feeds the PRN zeros instead of features for ``logits_only`` (the same at train and test)."""
+
+    def __init__(self, prn, use_features: bool):
+        super().__init__()
+        self.prn, self.use_features = prn, use_features
+
+    def forward(self, features, logits):
+        return self.prn([f if self.use_features else torch.zeros_like(f) for f in features], logits)
+
+
+def train_variant(variant, teacher, cfg, iters, seed, lr):
+    torch.manual_seed(seed)
+    prn = _FeatureGate(create_prn(teacher, channels=cfg.prn.channels, num_blocks=cfg.prn.num_blocks),
+                       variant != "logits_only")
+    ds = build_uda_dataset(cfg)
+    loader = DataLoader(ds, batch_size=cfg.train.batch_size, sampler=ResumableSampler(len(ds), seed),
+                        num_workers=0, drop_last=True)
+    opt = torch.optim.AdamW(prn.parameters(), lr=lr, weight_decay=0.01)
+    g = torch.Generator().manual_seed(seed)
+    batches = iter(loader)
+    for step in range(iters):
+        b = next(batches)
+        xs, ys, xt = b["source"]["img"], b["source"]["gt"], b["target"]["img"]
+        n = xs.shape[0]
+        with torch.no_grad():
+            if variant == "fda":
+                xs = fft_perturb_logits(xs, xt, sample_eps(n, 0.01, 0.09, generator=g))
+            out_s, out_t = teacher(xs), teacher(xt)
+        eps = sample_eps(n, cfg.prn.eps_low, cfg.prn.eps_high, generator=g)
+        z = out_s.logits if variant == "no_perturb" else fft_perturb_logits(out_s.logits, out_t.logits, eps)
+        ref, noise = prn([f.detach() for f in out_s.features], z)
+        terms = prn_losses(ref, noise, z, ys)
+        opt.zero_grad()
+        (terms["ref"] + terms["noise"]).backward()
+        opt.step()
+        if step % 100 == 0:
+            print(f"  {variant} step {step}: refine CE {terms['ref'].item():.3f}  noise BCE {terms['noise'].item():.3f}",
+                  flush=True)
+    return prn.eval()
+
+
+def score(teacher, prn, cfg, data_root, n_images):
+    vcfg = val_dataset_config(cfg)
+    ds = build_eval_dataset(vcfg.kind, data_root, vcfg.split)
+    pipe = build_test_pipeline(resize=vcfg.resize)
+    q = PseudoLabelQuality(teacher.num_classes, noise_threshold=cfg.prn.noise_threshold,
+                           confidence_threshold=cfg.uda.pseudo_threshold)
+    for i in range(min(n_images, len(ds)) if n_images > 0 else len(ds)):
+        rgb, gt = ds.load_raw(i)
+        r = run_networks(teacher, prn, rgb, pipe, torch.device("cpu"), gt.shape)
+        conf, raw = torch.softmax(r["logits"], 0).max(0)
+        q.update(raw.numpy(), r["refined_logits"].argmax(0).numpy(), gt, r["noise_prob"].numpy(), conf.numpy())
+    s = q.summary()
+    return {"raw_miou": s["raw"]["miou"], "refined_miou": s["refined"]["miou"],
+            "raw_pixel_accuracy": s["raw"]["pixel_accuracy"], "refined_pixel_accuracy": s["refined"]["pixel_accuracy"],
+            "noise_auroc": s["noise_detector"]["auroc"], "max_softmax_auroc": s["confidence_baseline"]["auroc"]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True, help="a prnseg train checkpoint with an EMA teacher")
+    ap.add_argument("--data", required=True, help="synthetic benchmark root (holds gta/ and cityscapes/)")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--iters", type=int, default=300)
+    ap.add_argument("--val-images", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    cfg, teacher, _, _ = load_models(args.checkpoint, "teacher", "cpu")
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    cfg.data.source.root = f"{args.data}/gta"
+    cfg.data.target.root = f"{args.data}/cityscapes"
+    lr = cfg.optim.lr * cfg.optim.head_lr_mult
+    rows = {}
+    for v in args.variants:
+        t0 = time.perf_counter()
+        prn = train_variant(v, teacher, cfg, args.iters, args.seed, lr)
+        rows[v] = {**score(teacher, prn, cfg, cfg.data.target.root, args.val_images),
+                   "seconds": round(time.perf_counter() - t0, 1)}
+        r = rows[v]
+        print(f"{v:<12} raw {100 * r['raw_miou']:5.1f} -> refined {100 * r['refined_miou']:5.1f} mIoU   "
+              f"pixel acc {100 * r['raw_pixel_accuracy']:5.1f} -> {100 * r['refined_pixel_accuracy']:5.1f}   "
+              f"noise AUROC {100 * r['noise_auroc']:5.1f} (max-softmax {100 * r['max_softmax_auroc']:5.1f})",
+              flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"checkpoint": args.checkpoint, "iters": args.iters, "val_images": args.val_images,
+                       "variants": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
