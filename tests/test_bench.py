@@ -66,7 +66,7 @@ def test_quick_run_measures_every_backend_with_parity(quick):
 
 
 def test_quick_run_times_training_modes(quick):
-    _, doc, md, _ = quick
+    out, doc, md, _ = quick
     t = doc["training"]
     assert t["status"] == "ok" and t["arch"] == "tiny" and t["steps"] == 3
     st, prn = t["modes"]["self_training"], t["modes"]["prn"]
@@ -74,6 +74,9 @@ def test_quick_run_times_training_modes(quick):
         assert m["median_step_s"] > 0 and m["peak_memory_mb"] > 50 and m["steps_timed"] == 3
     assert t["step_time_ratio"] == pytest.approx(prn["median_step_s"] / st["median_step_s"], rel=1e-2)
     assert "peak RSS" in t["memory_kind"] and "Step-time ratio prn / self_training" in md
+    # the training process's own high-water mark, not the (large) bench process's it was spawned from
+    peak = json.loads((out / "work" / "train_prn" / "peak_memory.json").read_text())["vm_hwm_mb"]
+    assert prn["peak_memory_mb"] == pytest.approx(peak, abs=0.1)
 
 
 def test_bench_on_an_exported_model(quick, tmp_path):
