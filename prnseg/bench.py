@@ -44,8 +44,9 @@ from prnseg import __version__
 from prnseg.errors import PrnsegError
 
 DEFAULT_ARCHS = ("mit_b0", "mit_b5")
-# MiT-B5 + DAFormer head at 512x1024 takes ~20-40 s per image on a 2-core CPU (the head's 3x3
-# fusion conv at 1/4 resolution dominates), so a CPU run measures 256x512 unless told otherwise.
+# On a 2-core CPU a default run at 512x1024 takes ~5.5 min idle but over 10 min on a shared machine
+# (MiT-B5 + DAFormer head: ~3.5 s per image, ~2 min to export), so a CPU run measures 256x512
+# (~2.5 min idle) unless told otherwise.
 DEFAULT_SIZE_CUDA = "512x1024"
 DEFAULT_SIZE_CPU = "256x512"
 QUICK = {"arch": ["tiny"], "sizes": ["128x256"], "images": 2, "iters": 2, "train_steps": 3, "train_crop": 128}
@@ -1029,8 +1030,9 @@ def run_bench(args: argparse.Namespace) -> int:
         notes.append(f"The machine was busy when the run started (1-minute load average {la[0]} on {cores} "
                      "usable cores): CPU timings are slower than on an idle machine.")
     if not s.on_cuda and not args.sizes and s.model is None and not s.quick:
-        notes.append(f"CPU default size is {DEFAULT_SIZE_CPU}: MiT-B5 at {DEFAULT_SIZE_CUDA} needs ~15 s per image and "
-                     f"~3 min to export on a 2-core CPU; pass --sizes {DEFAULT_SIZE_CUDA} to measure it anyway.")
+        notes.append(f"CPU default size is {DEFAULT_SIZE_CPU}: on a 2-core CPU MiT-B5 at {DEFAULT_SIZE_CUDA} needs "
+                     "~3.5 s per image and ~2 min to export, so a run at that size takes ~5.5 min when the machine is "
+                     f"idle and over 10 min when it is shared; pass --sizes {DEFAULT_SIZE_CUDA} to measure it.")
     results.save()
 
     def log(msg: str) -> None:
