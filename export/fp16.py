@@ -30,14 +30,46 @@ def fp16_block_list(model: onnx.ModelProto) -> list[str]:
     return [n for n in names if not n.startswith(FP16_SCOPE)]
 
 
+def unshare_initializers(model: onnx.ModelProto, fp32_nodes: set[str]) -> int:
+    """Give fp32 nodes their own copy of every initializer they share with fp16 nodes.
+
+    The exporter merges identical tensors (zero biases, unit LayerNorm weights of a fresh model)
+    into one initializer; converted to fp16 for the encoder, the fp32 consumers would then read an
+    fp16 tensor and the graph no longer type-checks. Returns the number of copies made.
+    """
+    inits = {t.name: t for t in model.graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            if name in inits:
+                consumers.setdefault(name, []).append(node)
+    copies = 0
+    for name, nodes in consumers.items():
+        fp32 = [n for n in nodes if n.name in fp32_nodes]
+        if not fp32 or len(fp32) == len(nodes):
+            continue
+        copy = onnx.TensorProto()
+        copy.CopyFrom(inits[name])
+        copy.name = f"{name}__fp32"
+        model.graph.initializer.append(copy)
+        for node in fp32:
+            for i, inp in enumerate(node.input):
+                if inp == name:
+                    node.input[i] = copy.name
+        copies += 1
+    return copies
+
+
 def convert_pseudolabeler_fp16(src: Path, dst: Path, layernorms: int) -> Path:
     from onnxconverter_common import float16
 
     model = onnx.load(str(src))
+    block = fp16_block_list(model)
+    unshare_initializers(model, set(block))
     with warnings.catch_warnings():  # one warning per tiny weight clamped to fp16's smallest normal
         warnings.simplefilter("ignore")
         converted = float16.convert_float_to_float16(
-            model, keep_io_types=True, node_block_list=fp16_block_list(model),
+            model, keep_io_types=True, node_block_list=block,
             op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(FP32_OPS))
     onnx.save(converted, str(dst))
     try:

@@ -491,3 +491,26 @@ def test_noise_mask_only_run_exports_the_labels_it_trained_on(prn_checkpoint, sy
         load_model_spec(export_model(prn_checkpoint, tmp_path / "full", sizes=["128x256"], progress=False))
         .artefact_path("pseudolabeler")).run(None, {"image": images})))
     assert np.array_equal(o["noise_prob"], full["noise_prob"])
+
+
+def test_fp16_conversion_of_a_fresh_model_with_shared_initializers(prn_checkpoint, tmp_path):
+    """A fresh model's identical tensors (zero biases, unit norm weights) are merged into shared
+    initializers by the exporter; the fp16 conversion must still give a valid graph that runs."""
+    from prnseg.export import export_model
+    from prnseg.export.fp16 import convert_pseudolabeler_fp16, fp16_block_list, unshare_initializers
+    from prnseg.export.onnx_export import op_counts
+
+    state = torch.load(prn_checkpoint, map_location="cpu", weights_only=True)
+    for key, t in state["teacher"]["model"].items():
+        if key.endswith(".bias") and t.is_floating_point():
+            state["teacher"]["model"][key] = torch.zeros_like(t)
+    ckpt = tmp_path / "fresh.pt"
+    torch.save(state, ckpt)
+    out = export_model(ckpt, tmp_path / "model", sizes=["128x256"], progress=False)
+    fp32 = onnx.load(str(out / "pseudolabeler.onnx"))
+    assert unshare_initializers(fp32, set(fp16_block_list(fp32))) > 0  # the case exists in this graph
+    dst = convert_pseudolabeler_fp16(out / "pseudolabeler.onnx", tmp_path / "fp16.onnx",
+                                     op_counts(fp32).get("LayerNormalization", 0))
+    image = np.zeros((1, 128, 256, 3), np.uint8)
+    outs = _session(dst).run(None, {"image": image})
+    assert [o.dtype for o in outs] == [np.uint8] * 5
