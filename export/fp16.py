@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnx
 
-from .onnx_export import OnnxExportError, op_counts
+from .onnx_export import OnnxExportError, check_onnx, op_counts
 
 FP16_SCOPE = "/segmentor/encoder/"
 FP32_OPS = ("LayerNormalization", "Softmax")
@@ -72,11 +72,7 @@ def convert_pseudolabeler_fp16(src: Path, dst: Path, layernorms: int) -> Path:
             model, keep_io_types=True, node_block_list=block,
             op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(FP32_OPS))
     onnx.save(converted, str(dst))
-    try:
-        onnx.checker.check_model(str(dst), full_check=True)
-    except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise OnnxExportError(f"{dst.name}: fails onnx.checker after fp16 conversion ({first[:200]})") from None
+    check_onnx(dst, " after fp16 conversion")
     found = op_counts(converted).get("LayerNormalization", 0)
     if found != layernorms:
         raise OnnxExportError(f"{dst.name}: {found} LayerNormalization nodes after fp16 conversion, expected {layernorms}")

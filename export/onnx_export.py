@@ -28,6 +28,15 @@ class OnnxExportError(PrnsegError):
     """An exported graph failed a structural check (checker, LayerNorm fusion)."""
 
 
+def check_onnx(path: Path, after: str = "") -> None:
+    """``onnx.checker`` full check; a failure is one line naming the file (and the step)."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise OnnxExportError(f"{Path(path).name}: fails onnx.checker{after} ({first[:200]})") from None
+
+
 def count_layernorm_modules(module: nn.Module) -> int:
     return sum(isinstance(m, nn.LayerNorm) for m in module.modules())
 
@@ -50,11 +59,7 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names, output_name
     model = onnx.load(str(path))
     model.producer_name, model.producer_version = "prnseg", __version__
     onnx.save(model, str(path))
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise OnnxExportError(f"{path.name}: fails onnx.checker ({first[:200]})") from None
+    check_onnx(path)
     if layernorms is not None:
         found = op_counts(model).get("LayerNormalization", 0)
         if found != layernorms:
