@@ -145,6 +145,16 @@ def parse_pbtxt(text: str) -> dict:
             return message("}")
         return scalar()
 
+    def listing():
+        take("p", "[")
+        items = []
+        while peek() != ("p", "]"):
+            items.append(value())
+            if peek() == ("p", ","):
+                take("p", ",")
+        take("p", "]")
+        return items
+
     def message(end):
         out: dict = {}
         while peek() != ("p", end):
@@ -153,28 +163,11 @@ def parse_pbtxt(text: str) -> dict:
             key = take("id")
             if peek() == ("p", ":"):
                 take("p", ":")
-                if peek() == ("p", "["):
-                    take("p", "[")
-                    items = []
-                    while peek() != ("p", "]"):
-                        items.append(value())
-                        if peek() == ("p", ","):
-                            take("p", ",")
-                    take("p", "]")
-                    val = items
-                else:
-                    val = value()
+                val = listing() if peek() == ("p", "[") else value()
             elif peek() == ("p", "{"):
-                take("p", "{")
-                val = message("}")
+                val = value()
             elif peek() == ("p", "["):
-                take("p", "[")
-                val = []
-                while peek() != ("p", "]"):
-                    val.append(value())
-                    if peek() == ("p", ","):
-                        take("p", ",")
-                take("p", "]")
+                val = listing()
             else:
                 raise TritonConfigError(f"config.pbtxt: field {key} has no value (token {i})")
             if key in out:
