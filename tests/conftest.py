@@ -18,6 +18,23 @@ def run_cli(*args, check=True, timeout=600, env=None, cwd=None) -> subprocess.Co
     return proc
 
 
+# Prepended to a child interpreter's code: every `import torch` fails, as where torch is absent.
+BLOCK_TORCH = """
+import importlib.abc, sys
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is not installed here")
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+def run_python_without_torch(code: str, timeout=120) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter where torch cannot be imported."""
+    return subprocess.run([sys.executable, "-c", BLOCK_TORCH + code], capture_output=True, text=True,
+                          timeout=timeout)
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """A small synthetic benchmark shared by the training, eval and export tests."""

@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, run_python_without_torch
 from prnseg.serve.model_spec import PSEUDOLABELER_OUTPUTS, ModelSpecError, load_model_spec
 
 BUCKET = (128, 256)
@@ -457,16 +457,11 @@ def test_calibration_folders_find_their_labels(synth_root, tmp_path, prn_checkpo
     assert m["miou_delta"] == pytest.approx(100 - m["miou_vs_reference"])
 
 
-def test_engine_compatibility_check_runs_without_torch(tmp_path):
+def test_engine_compatibility_check_runs_without_torch():
     """serve/trt_compat.py is what a robot runs: no torch, and here no tensorrt either."""
-    import os
-
-    (tmp_path / "torch").mkdir()
-    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
     code = ("from prnseg.serve.trt_compat import check_engine_compatible as c;"
             "print(c({'file': 'p.plan', 'tensorrt_version': '10.9.0', 'compute_capability': '9.0'}, '10.8.0', '9.0'))")
-    env = dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    proc = run_python_without_torch(code, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("p.plan was built with TensorRT 10.9.0, this machine has TensorRT 10.8.0")
 

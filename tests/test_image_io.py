@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import run_python_without_torch
 from prnseg.errors import ImageReadError
 from prnseg.serve import image_io
 
@@ -93,13 +94,10 @@ def test_serve_imports_without_torch():
     assert out.stdout.strip() == "ok"
 
 
-def test_serve_runs_when_torch_cannot_be_imported(tmp_path):
+def test_serve_runs_when_torch_cannot_be_imported():
     """Stronger than checking sys.modules: make `import torch` fail outright."""
-    (tmp_path / "torch").mkdir()
-    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
     code = ("import numpy as np, prnseg.serve as s; from prnseg.serve import image_io;"
             "print(s.colorize(np.zeros((1, 1), np.uint8)).tolist())")
-    env = dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    out = run_python_without_torch(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[[[128, 64, 128]]]"

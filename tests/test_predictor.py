@@ -4,13 +4,12 @@ ONNX Runtime session, input validation, backend/device choice, and importing wit
 import json
 import logging
 import shutil
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import run_python_without_torch
 
 from prnseg.errors import PrnsegError
 from prnseg.serve.model_spec import ModelSpecError
@@ -176,18 +175,8 @@ def test_cpu_throughput_config():
     assert cpu_throughput_config(16) == (4, 4)
 
 
-BLOCK_TORCH = """
-import importlib.abc, sys
-class _NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is not installed here")
-sys.meta_path.insert(0, _NoTorch())
-"""
-
-
 def test_serve_imports_and_runs_without_torch(exported_model):
-    code = BLOCK_TORCH + f"""
+    code = f"""
 import numpy as np
 import prnseg.serve
 import prnseg.serve.predictor, prnseg.serve.pipeline, prnseg.serve.label_cli, prnseg.serve.label_metrics
@@ -200,6 +189,6 @@ GTSummary(19, None, 0.5)
 assert "torch" not in sys.modules, "torch was imported"
 print("ok")
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = run_python_without_torch(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
