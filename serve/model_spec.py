@@ -165,10 +165,9 @@ def load_model_spec(model_dir: str | os.PathLike, require_ready: bool = True) ->
         doc = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelSpecError(f"{path}: unreadable ({exc}); re-run prnseg export") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ModelSpecError(f"{path}: not a prnseg model description (format is {doc.get('format')!r}"
-                             f" if a dict, expected {FORMAT!r})" if isinstance(doc, dict) else
-                             f"{path}: not a prnseg model description")
+    found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+    if found != FORMAT:
+        raise ModelSpecError(f"{path}: not a prnseg model description (format {found!r}, expected {FORMAT!r})")
     version = _require(doc, "format_version", path)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelSpecError(f"{path}: format_version {version} is newer than this prnseg understands "
