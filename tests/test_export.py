@@ -91,6 +91,36 @@ def test_every_layernorm_is_one_node(exported_model, prn_checkpoint):
     assert op_counts(onnx.load(str(exported_model / "prn.onnx"))).get("LayerNormalization", 0) == 0
 
 
+def test_full_resolution_class_scores_are_channels_last(exported_model):
+    """The C-channel maps are transposed at stride 4 and resized over axes 1-2, so argmax and
+    max-softmax reduce over the innermost axis; no full-resolution NCHW class tensor remains."""
+    graph = onnx.load(str(exported_model / "pseudolabeler.onnx")).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    top = [n for n in graph.node if n.op_type == "Resize" and not n.name.startswith(("/segmentor", "/prn"))]
+    channels_last = [n for n in top if producer[n.input[0]].op_type == "Transpose"]
+    assert len(channels_last) == 2  # raw and refined logits; the 1-channel noise logit stays NCHW
+    for node in channels_last:
+        assert list(onnx.helper.get_attribute_value(producer[node.input[0]].attribute[0])) == [0, 2, 3, 1]
+        assert list(node.input[1:3]) == ["", ""]  # roi and scales omitted: the output size is given
+    for node in graph.node:
+        if node.op_type == "ArgMax":
+            assert onnx.helper.get_attribute_value(next(a for a in node.attribute if a.name == "axis")) == -1
+
+
+def test_channels_last_upsampling_equals_the_nchw_formula():
+    import torch.nn.functional as F
+
+    from prnseg.export.graphs import UpsampleChannelsLast, max_softmax
+
+    logits = torch.randn(2, 19, 8, 16, generator=torch.Generator().manual_seed(0))
+    image = torch.zeros(2, 32, 64, 3, dtype=torch.uint8)
+    nhwc = UpsampleChannelsLast.apply(logits, image)
+    nchw = F.interpolate(logits, size=(32, 64), mode="bilinear", align_corners=False)
+    assert nhwc.shape == (2, 32, 64, 19) and torch.equal(nhwc, nchw.permute(0, 2, 3, 1))
+    assert torch.equal(nhwc.argmax(-1), nchw.argmax(1))
+    torch.testing.assert_close(max_softmax(nhwc, -1), torch.softmax(nchw, 1).amax(1))
+
+
 def test_fp16_graph_keeps_layernorm_softmax_and_head_in_fp32(exported_model):
     model = onnx.shape_inference.infer_shapes(onnx.load(str(exported_model / "pseudolabeler_fp16.onnx")))
     types = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.value_info, *model.graph.input)}
