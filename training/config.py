@@ -67,7 +67,7 @@ class PRNConfig:
     num_blocks: int = 2
     eps_low: float = 0.05  # FFT low-frequency window, eps ~ U(eps_low, eps_high)
     eps_high: float = 0.2
-    noise_threshold: float = 0.5  # sigmoid(noise logit) > threshold marks a pixel noisy
+    noise_threshold: float = 0.5  # sigmoid(noise logit) >= threshold marks a pixel noisy (as the exported graph)
     noise_pos_weight: str = "balanced"  # "balanced" (n_neg / n_pos per batch) or a number
     start_iter: int = 0  # refined labels replace the teacher's only from this iteration on
     # False: keep the teacher's labels and use the PRN only for its noise mask

@@ -161,12 +161,12 @@ class BinaryDetectionStats:
     """Streaming scores of a per-pixel detector (score in [0, 1]) against binary targets.
 
     Precision, recall and F1 use exact counts at ``threshold`` (a pixel is flagged when
-    ``score > threshold``). AUROC uses ``n_bins`` equal-width histograms of the positive and
-    negative scores, so it streams over a dataset in constant memory: it is the Mann-Whitney
-    statistic with scores quantised to their bin (pairs in the same bin count as ties, 1/2).
-    The result is exact when no positive and negative share a bin and otherwise off by at most
-    half the fraction of positive/negative pairs that share one (about 1/n_bins for smooth
-    score distributions). Scores outside [0, 1] are clipped into the end bins.
+    ``score >= threshold``, the rule of the trainer and the exported graph). AUROC uses ``n_bins``
+    equal-width histograms of the positive and negative scores, so it streams over a dataset in
+    constant memory: it is the Mann-Whitney statistic with scores quantised to their bin (pairs
+    in the same bin count as ties, 1/2). The result is exact when no positive and negative share
+    a bin and otherwise off by at most half the fraction of positive/negative pairs that share
+    one (about 1/n_bins for smooth score distributions). Scores outside [0, 1] are clipped into the end bins.
     """
 
     def __init__(self, threshold: float = 0.5, n_bins: int = 1024):
@@ -186,7 +186,7 @@ class BinaryDetectionStats:
         if valid is not None:
             v = to_numpy(valid).astype(bool, copy=False).ravel()
             s, t = s[v], t[v]
-        flagged = s > self.threshold
+        flagged = s >= self.threshold
         self.tp += int(np.count_nonzero(flagged & t))
         self.fp += int(np.count_nonzero(flagged & ~t))
         self.fn += int(np.count_nonzero(~flagged & t))

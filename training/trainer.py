@@ -330,7 +330,7 @@ class UDATrainer:
                         conf, pseudo = probs_ref.max(1)
                     noise_prob = torch.sigmoid(F.interpolate(noise_t.float(), size=size, mode="bilinear",
                                                              align_corners=False))[:, 0]
-                    noise_mask = noise_prob > cfg.prn.noise_threshold
+                    noise_mask = noise_prob >= cfg.prn.noise_threshold
                     log["noisy_frac"] = noise_mask.float().mean()
 
             weight = pseudo_label_weight(conf, threshold=uda.pseudo_threshold, mode=uda.pseudo_weight_mode)
