@@ -166,7 +166,8 @@ class BinaryDetectionStats:
     constant memory: it is the Mann-Whitney statistic with scores quantised to their bin (pairs
     in the same bin count as ties, 1/2). The result is exact when no positive and negative share
     a bin and otherwise off by at most half the fraction of positive/negative pairs that share
-    one (about 1/n_bins for smooth score distributions). Scores outside [0, 1] are clipped into the end bins.
+    one (about 1/n_bins for smooth score distributions). Scores outside [0, 1] are clipped into
+    the end bins.
     """
 
     def __init__(self, threshold: float = 0.5, n_bins: int = 1024):
