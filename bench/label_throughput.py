@@ -6,11 +6,13 @@ decoded as arrays and writes nothing. The ratio says how much the decode/encode/
 the model: target >= 0.9 on CPU ONNX Runtime (the threads share the cores with inference). Runs
 alternate back to back, so a busy machine slows both sides of each pair alike.
 
-    python bench/label_throughput.py [--model MODEL_DIR] [--images 200] [--size 128x256] [--batch 4]
-                                     [--workers 2] [--threads T] [--repeats 3] [--device cpu] [--json FILE]
+    python bench/label_throughput.py [--model MODEL_DIR | --arch mit_b0] [--images 200] [--size 128x256]
+                                     [--batch 4] [--workers 2] [--threads T] [--repeats 3] [--device cpu]
+                                     [--save confidence] [--json FILE]
 
-Without --model a tiny model is trained for 2 iterations on a small synthetic benchmark and
-exported (needs the [train] extra; its speed, not its accuracy, matters here).
+Without --model a model (--arch, default the synthetic config's tiny one) is trained for 2
+iterations on a small synthetic benchmark and exported at 128x256 (needs the [train] extra; its
+speed, not its accuracy, matters here).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import cv2
 import numpy as np
 
 
-def _tiny_model(work: Path) -> Path:
+def _built_model(work: Path, arch: str) -> Path:
     import subprocess
     import sys
 
@@ -41,7 +43,8 @@ def _tiny_model(work: Path) -> Path:
                     overwrite=True)
     sets = [f"data.source.root={root / 'gta'}", f"data.target.root={root / 'cityscapes'}",
             "data.source.resize=[256,128]", "data.target.resize=[256,128]", "data.val.resize=[256,128]",
-            "data.crop=[128,128]", "data.workers=0", "train.iters=2", "train.eval_every=0", "prn.start_iter=1"]
+            "data.crop=[128,128]", "data.workers=0", "train.iters=2", "train.eval_every=0", "prn.start_iter=1",
+            f"model.arch={arch}"]
     subprocess.run([sys.executable, "-m", "prnseg", "train", "--config", "synthetic", "--out", str(work / "run"),
                     "--no-progress", *[a for s in sets for a in ("--set", s)]], check=True, capture_output=True)
     return export_model(work / "run" / "last.pt", work / "model", sizes=["128x256"], max_batch=8, progress=False)
@@ -69,6 +72,7 @@ def _images(folder: Path, n: int, hw: tuple[int, int]) -> list[np.ndarray]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None)
+    ap.add_argument("--arch", default="tiny", help="without --model: the encoder to build (tiny, mit_b0 .. mit_b5)")
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--size", default=None, help="HxW of the images (default: the model's first bucket)")
     ap.add_argument("--batch", type=int, default=None)
@@ -87,7 +91,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="prnseg-label-bench-"))
     try:
-        model = Path(args.model) if args.model else _tiny_model(work)
+        model = Path(args.model) if args.model else _built_model(work, args.arch)
         from prnseg.serve.model_spec import load_model_spec
 
         bucket = load_model_spec(model).buckets[0]
