@@ -18,6 +18,11 @@ import cv2
 import numpy as np
 
 from prnseg.errors import ImageReadError
+
+try:  # ISA-L's deflate: 4-7x faster than zlib's at level 1 with output as small or smaller
+    from isal import isal_zlib as _isal_zlib
+except ImportError:  # no wheel for this platform: zlib, the same PNGs a little slower
+    _isal_zlib = None
 from prnseg.serve.labels import CITYSCAPES_PALETTE
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -126,10 +131,20 @@ def _png_chunk(tag: bytes, payload: bytes) -> bytes:
             + struct.pack(">I", zlib.crc32(tag + payload) & 0xFFFFFFFF))
 
 
+def deflate(raw: bytes, level: int) -> bytes:
+    """A zlib stream for a PNG's IDAT chunk. A labelling run writes several PNGs per image on the
+    cores that also run inference, so ISA-L is used when installed: levels 1-9 map to its 1-3,
+    level 0 stays zlib's stored (uncompressed) stream."""
+    level = int(level)
+    if _isal_zlib is not None and level > 0:
+        return _isal_zlib.compress(raw, min(level, 3))
+    return zlib.compress(raw, level)
+
+
 def encode_palette_png(label: np.ndarray, palette=CITYSCAPES_PALETTE, level: int = 6) -> bytes:
     """Encode a uint8 id map as an indexed ('P'-mode) PNG: one byte per pixel on disk (the
     trainIds themselves), shown in colour by any viewer. OpenCV cannot write these.
-    ``level`` is the zlib level (1 is several times faster on noisy maps, slightly larger)."""
+    ``level`` is the deflate level (1 is several times faster on noisy maps, slightly larger)."""
     label = np.ascontiguousarray(label, dtype=np.uint8)
     if label.ndim != 2:
         raise ValueError(f"palette PNG needs a 2-D id map, got shape {label.shape}")
@@ -140,7 +155,7 @@ def encode_palette_png(label: np.ndarray, palette=CITYSCAPES_PALETTE, level: int
     return (b"\x89PNG\r\n\x1a\n"
             + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
             + _png_chunk(b"PLTE", plte.tobytes())
-            + _png_chunk(b"IDAT", zlib.compress(raw, int(level)))
+            + _png_chunk(b"IDAT", deflate(raw, level))
             + _png_chunk(b"IEND", b""))
 
 
@@ -157,7 +172,7 @@ def encode_gray_png(plane: np.ndarray, level: int = 1) -> bytes:
     np.subtract(plane[1:], plane[:-1], out=rows[1:, 1:])
     return (b"\x89PNG\r\n\x1a\n"
             + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), int(level)))
+            + _png_chunk(b"IDAT", deflate(rows.tobytes(), level))
             + _png_chunk(b"IEND", b""))
 
 

@@ -480,6 +480,20 @@ def full_batch(fitted: list[np.ndarray], size: int) -> np.ndarray:
     return np.stack(fitted + [fitted[-1]] * (size - len(fitted)))
 
 
+@contextlib.contextmanager
+def opencv_single_threaded():
+    """OpenCV's own worker pool off for the duration: the pipeline already runs decode and write
+    threads, and OpenCV's pool threads busy-wait (sched_yield) after each parallel resize or
+    colour conversion, taking CPU time from inference on the same cores. Restored afterwards,
+    as the setting is process-wide."""
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
+
+
 def run_local(plan: Plan, predictor, writer: OutputWriter, journal: Journal, opts: LabelOptions,
               stop: threading.Event) -> dict:
     """Decode pool -> per-bucket batches -> inference pool (``predictor.streams`` batches at once)
@@ -804,7 +818,8 @@ def label_folder(opts: LabelOptions, predictor=None, log=print) -> dict:
                                batch=predictor.max_batch, streams=predictor.streams, threads=config["threads"])
                     writer = OutputWriter(opts, spec)
                     t1 = time.perf_counter()
-                    times = run_local(plan, predictor, writer, journal, opts, stop)
+                    with opencv_single_threaded():
+                        times = run_local(plan, predictor, writer, journal, opts, stop)
                     run["wall_s"] = round(time.perf_counter() - t1, 3)
                     run["stage_s"] = {k: round(v, 3) for k, v in times.items()}
         finally:

@@ -87,6 +87,25 @@ def test_palette_png_stores_ids_and_palette(tmp_path):
     assert rgb[1, 0].tolist() == [0, 0, 142]
 
 
+@pytest.mark.parametrize("backend", ["isal", "zlib"])
+@pytest.mark.parametrize("level", [0, 1, 6, 9])
+def test_pngs_decode_exactly_with_either_deflate(backend, level, monkeypatch):
+    """ISA-L writes the PNGs where it is installed, zlib elsewhere: both give the same pixels."""
+    if backend == "isal":
+        pytest.importorskip("isal", reason="isal has no wheel for this platform")
+        assert image_io._isal_zlib is not None, "isal is installed but image_io does not use it"
+    else:
+        monkeypatch.setattr(image_io, "_isal_zlib", None)
+    rng = np.random.default_rng(level)
+    label = np.repeat(rng.integers(0, 19, (16, 24), dtype=np.uint8), 4, axis=1)
+    smooth = np.clip(np.cumsum(rng.integers(-3, 4, (40, 96)), axis=1) + 128, 0, 255).astype(np.uint8)
+    colours = cv2.imdecode(np.frombuffer(image_io.encode_palette_png(label, level=level), np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(colours[:, :, ::-1], np.asarray(image_io.CITYSCAPES_PALETTE, np.uint8)[label])
+    gray = cv2.imdecode(np.frombuffer(image_io.encode_gray_png(smooth, level=level), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(gray, smooth)
+    assert zlib.decompress(image_io.deflate(smooth.tobytes(), level)) == smooth.tobytes()
+
+
 def test_serve_imports_without_torch():
     code = "import sys, prnseg.serve; assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
