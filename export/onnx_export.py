@@ -19,6 +19,7 @@ from torch import nn
 from prnseg import __version__
 from prnseg.errors import PrnsegError
 
+from .graph_passes import pad_concat_conv_channels
 from .graphs import PRN_INPUTS, PRN_OUTPUTS, PSEUDOLABELER_OUTPUT_ORDER, SEGMENTER_OUTPUTS
 
 DUMMY_BATCH = 2
@@ -58,6 +59,7 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names, output_name
                               do_constant_folding=True, dynamo=False)
     model = onnx.load(str(path))
     model.producer_name, model.producer_version = "prnseg", __version__
+    pad_concat_conv_channels(model)
     onnx.save(model, str(path))
     check_onnx(path)
     if layernorms is not None:

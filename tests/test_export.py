@@ -121,6 +121,59 @@ def test_channels_last_upsampling_equals_the_nchw_formula():
     torch.testing.assert_close(max_softmax(nhwc, -1), torch.softmax(nchw, 1).amax(1))
 
 
+def test_concat_convolutions_are_padded_to_blockable_channels(exported_model):
+    from prnseg.export.graph_passes import CONV_CHANNEL_MULTIPLE
+
+    for name in ("pseudolabeler.onnx", "prn.onnx"):
+        graph = onnx.load(str(exported_model / name)).graph
+        inits = {t.name: t for t in graph.initializer}
+        producer = {out: node for node in graph.node for out in node.output}
+        padded = 0
+        for node in graph.node:
+            grouped = any(a.name == "group" and a.i != 1 for a in node.attribute)
+            if node.op_type == "Conv" and not grouped and producer.get(node.input[0]) is not None \
+                    and producer[node.input[0]].op_type == "Concat":
+                assert inits[node.input[1]].dims[1] % CONV_CHANNEL_MULTIPLE == 0, f"{name}: {node.name}"
+                padded += any(producer[i].op_type == "Pad" for i in producer[node.input[0]].input if i in producer)
+        assert padded == 1, name  # the PRN's first convolution (4 x 32 + 19 = 147 channels)
+
+
+def test_channel_padding_keeps_every_output(tmp_path):
+    """A Concat -> Conv graph of 3 + 4 channels gives the same values before and after the pass;
+    a Concat also read by another node, or a weight shared by two convolutions, is left alone."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from prnseg.export.graph_passes import pad_concat_conv_channels
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((5, 7, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Concat", ["a", "b"], ["ab"], axis=1),
+             helper.make_node("Conv", ["ab", "w"], ["y"], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["a", "b"], ["ab2"], axis=1),
+             helper.make_node("Conv", ["ab2", "w2"], ["z"]),
+             helper.make_node("Relu", ["ab2"], ["r"])]
+    w2 = numpy_helper.from_array(rng.standard_normal((2, 7, 1, 1)).astype(np.float32), "w2")
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 3, "H", "W"]),
+                                           helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 4, "H", "W"])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", c, "H", "W"])
+                               for n, c in (("y", 5), ("z", 2), ("r", 7))],
+                              [w, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    feeds = {"a": rng.standard_normal((2, 3, 6, 9)).astype(np.float32),
+             "b": rng.standard_normal((2, 4, 6, 9)).astype(np.float32)}
+    before = _session_from(model).run(None, feeds)
+    assert pad_concat_conv_channels(model) == 1
+    onnx.checker.check_model(model, full_check=True)
+    assert [t.dims for t in model.graph.initializer if t.name == "w"] == [[5, 8, 3, 3]]
+    after = _session_from(model).run(None, feeds)
+    for x, y in zip(before, after):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+
+
+def _session_from(model) -> ort.InferenceSession:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
 def test_fp16_graph_keeps_layernorm_softmax_and_head_in_fp32(exported_model):
     model = onnx.shape_inference.infer_shapes(onnx.load(str(exported_model / "pseudolabeler_fp16.onnx")))
     types = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.value_info, *model.graph.input)}
