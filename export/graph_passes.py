@@ -21,16 +21,15 @@ def pad_concat_conv_channels(model: onnx.ModelProto, multiple: int = CONV_CHANNE
     probabilities (4 x 32 + 19 = 147 channels for the tiny model): a count ONNX Runtime cannot
     block, so it ran that convolution in plain NCHW at 14 % of the fused graph's time. A Pad
     appends zero channels to the Concat's last input and the weight gets matching zero input
-    channels, so the sum is unchanged. Only a Concat read by that Conv alone, and a weight
-    initializer used by it alone, are rewritten. Returns the number of convolutions padded.
+    channels, so the sum is unchanged. Only a Concat read by that Conv alone (and not a graph
+    output), and a weight initializer used by it alone, are rewritten. Returns the number of convolutions padded.
     """
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
+    consumers: dict[str, int] = {}  # readers of each tensor; a graph output counts as one
+    for name in [i for node in graph.node for i in node.input] + [o.name for o in graph.output]:
+        consumers[name] = consumers.get(name, 0) + 1
     inserts = []
     for node in graph.node:
         if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in inits:
@@ -46,11 +45,10 @@ def pad_concat_conv_channels(model: onnx.ModelProto, multiple: int = CONV_CHANNE
         pad = (-weight.shape[1]) % multiple
         if pad == 0:
             continue
-        pads = f"{node.name or node.output[0]}/channel_pads"
-        padded = f"{cat.input[-1]}/channel_padded"
+        prefix = f"{node.name or node.output[0]}/channel_pad"  # per Conv: two may pad one tensor
+        pads, padded = f"{prefix}/pads", f"{prefix}/output"
         graph.initializer.append(numpy_helper.from_array(np.array([0, 0, 0, 0, 0, pad, 0, 0], np.int64), pads))
-        inserts.append((cat, helper.make_node("Pad", [cat.input[-1], pads], [padded],
-                                              name=f"{node.name or node.output[0]}/channel_pad")))
+        inserts.append((cat, helper.make_node("Pad", [cat.input[-1], pads], [padded], name=prefix)))
         cat.input[-1] = padded
         zeros = np.zeros((weight.shape[0], pad, *weight.shape[2:]), weight.dtype)
         inits[node.input[1]].CopyFrom(numpy_helper.from_array(np.concatenate([weight, zeros], axis=1),

@@ -118,27 +118,19 @@ class PseudoLabeler(nn.Module):
         size = (image.shape[1], image.shape[2])
         out = self.segmentor(x)
 
-        def up(t):
-            return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
-
-        def up_nhwc(t):  # N x H x W x C: class scores innermost
-            return UpsampleChannelsLast.apply(t, image)
-
-        raw_logits = up_nhwc(out.logits)
+        raw_logits = UpsampleChannelsLast.apply(out.logits, image)  # N x H x W x C: class scores innermost
         raw_label = raw_logits.argmax(-1).to(torch.uint8)
+        logits, label = raw_logits, raw_label
         if self.prn is not None:
             refined, noise_logit = self.prn(list(out.features), out.logits)
             if self.use_refined_labels:
-                refined_logits = up_nhwc(refined)
-                confidence = max_softmax(refined_logits, -1)
-                label = refined_logits.argmax(-1).to(torch.uint8)
-            else:
-                confidence = max_softmax(raw_logits, -1)
-                label = raw_label
-            noise_prob = torch.sigmoid(up(noise_logit))[:, 0]
+                logits = UpsampleChannelsLast.apply(refined, image)
+                label = logits.argmax(-1).to(torch.uint8)
+        confidence = max_softmax(logits, -1)
+        if self.prn is not None:
+            noise_prob = torch.sigmoid(F.interpolate(noise_logit, size=size, mode="bilinear",
+                                                     align_corners=False))[:, 0]
         else:
-            confidence = max_softmax(raw_logits, -1)
-            label = raw_label
             noise_prob = 1.0 - confidence
         noise = (noise_prob >= self.noise_threshold).to(torch.uint8)
         return label, raw_label, noise, _to_uint8(noise_prob), _to_uint8(confidence)

@@ -18,12 +18,12 @@ import cv2
 import numpy as np
 
 from prnseg.errors import ImageReadError
+from prnseg.serve.labels import CITYSCAPES_PALETTE
 
 try:  # ISA-L's deflate: 4-7x faster than zlib's at level 1 with output as small or smaller
     from isal import isal_zlib as _isal_zlib
 except ImportError:  # no wheel for this platform: zlib, the same PNGs a little slower
     _isal_zlib = None
-from prnseg.serve.labels import CITYSCAPES_PALETTE
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 

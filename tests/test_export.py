@@ -140,7 +140,8 @@ def test_concat_convolutions_are_padded_to_blockable_channels(exported_model):
 
 def test_channel_padding_keeps_every_output(tmp_path):
     """A Concat -> Conv graph of 3 + 4 channels gives the same values before and after the pass;
-    a Concat also read by another node, or a weight shared by two convolutions, is left alone."""
+    a Concat also read by another node or also a graph output, and a weight shared by two
+    convolutions, are left alone."""
     from onnx import TensorProto, helper, numpy_helper
 
     from prnseg.export.graph_passes import pad_concat_conv_channels
@@ -151,13 +152,20 @@ def test_channel_padding_keeps_every_output(tmp_path):
              helper.make_node("Conv", ["ab", "w"], ["y"], pads=[1, 1, 1, 1]),
              helper.make_node("Concat", ["a", "b"], ["ab2"], axis=1),
              helper.make_node("Conv", ["ab2", "w2"], ["z"]),
-             helper.make_node("Relu", ["ab2"], ["r"])]
-    w2 = numpy_helper.from_array(rng.standard_normal((2, 7, 1, 1)).astype(np.float32), "w2")
+             helper.make_node("Relu", ["ab2"], ["r"]),
+             helper.make_node("Concat", ["a", "b"], ["ab3"], axis=1),  # also a graph output
+             helper.make_node("Conv", ["ab3", "w2b"], ["v"]),
+             helper.make_node("Concat", ["a", "b"], ["ab4"], axis=1),
+             helper.make_node("Conv", ["ab4", "w3"], ["s1"]),
+             helper.make_node("Concat", ["b", "a"], ["ab5"], axis=1),
+             helper.make_node("Conv", ["ab5", "w3"], ["s2"])]  # w3 shared by two convolutions
+    w2, w2b, w3 = (numpy_helper.from_array(rng.standard_normal((2, 7, 1, 1)).astype(np.float32), name)
+                   for name in ("w2", "w2b", "w3"))
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 3, "H", "W"]),
                                            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 4, "H", "W"])],
                               [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", c, "H", "W"])
-                               for n, c in (("y", 5), ("z", 2), ("r", 7))],
-                              [w, w2])
+                               for n, c in (("y", 5), ("z", 2), ("r", 7), ("ab3", 7), ("v", 2), ("s1", 2), ("s2", 2))],
+                              [w, w2, w2b, w3])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     feeds = {"a": rng.standard_normal((2, 3, 6, 9)).astype(np.float32),
              "b": rng.standard_normal((2, 4, 6, 9)).astype(np.float32)}
