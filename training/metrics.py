@@ -179,6 +179,10 @@ class BinaryDetectionStats:
         self.neg_hist = np.zeros(self.n_bins, dtype=np.int64)
         self.tp = self.fp = self.fn = self.tn = 0
 
+    def flags(self, scores) -> np.ndarray:
+        """The pixels this detector flags: ``score >= threshold``."""
+        return to_numpy(scores) >= self.threshold
+
     def update(self, scores, targets, valid=None) -> "BinaryDetectionStats":
         s = to_numpy(scores).astype(np.float64, copy=False).ravel()
         t = to_numpy(targets).astype(bool, copy=False).ravel()
@@ -187,7 +191,7 @@ class BinaryDetectionStats:
         if valid is not None:
             v = to_numpy(valid).astype(bool, copy=False).ravel()
             s, t = s[v], t[v]
-        flagged = s >= self.threshold
+        flagged = self.flags(s)
         self.tp += int(np.count_nonzero(flagged & t))
         self.fp += int(np.count_nonzero(flagged & ~t))
         self.fn += int(np.count_nonzero(~flagged & t))
@@ -302,7 +306,6 @@ class PseudoLabelQuality:
         self.raw = ConfusionMatrix(num_classes, ignore_index)
         self.refined = ConfusionMatrix(num_classes, ignore_index)
         self.kept = ConfusionMatrix(num_classes, ignore_index)
-        self.noise_threshold = float(noise_threshold)
         self.noise_detector = BinaryDetectionStats(noise_threshold, n_bins)
         self.confidence_baseline = BinaryDetectionStats(1.0 - confidence_threshold, n_bins)
 
@@ -316,7 +319,7 @@ class PseudoLabelQuality:
         wrong = (raw if self.error_reference == "raw" else refined) != gt
         if noise_prob is not None:
             self.noise_detector.update(noise_prob, wrong, valid)
-            self.kept.update(refined, np.where(to_numpy(noise_prob) < self.noise_threshold, gt, self.ignore_index))
+            self.kept.update(refined, np.where(self.noise_detector.flags(noise_prob), self.ignore_index, gt))
         if confidence is not None:
             self.confidence_baseline.update(1.0 - to_numpy(confidence).astype(np.float64), wrong, valid)
         return self
