@@ -17,8 +17,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from prnseg.errors import ImageReadError
-from prnseg.serve.labels import CITYSCAPES_PALETTE
+from prnseg.errors import ConfigError, DatasetError, ImageReadError
+from prnseg.serve.labels import (
+    CITYSCAPES_PALETTE,
+    IGNORE_INDEX,
+    NUM_CLASSES,
+    labelid_to_trainid,
+    synthia_to_trainid,
+)
 
 try:  # ISA-L's deflate: 4-7x faster than zlib's at level 1 with output as small or smaller
     from isal import isal_zlib as _isal_zlib
@@ -77,6 +83,98 @@ def read_label(path: str | os.PathLike, channel: int | None = None) -> np.ndarra
                 path, f"label has {arr.shape[2]} channels; expected a single-channel id map")
         arr = arr[:, :, channel]
     return arr
+
+
+LABEL_FORMATS = ("trainIds", "labelIds", "synthia")
+
+
+def _build_luts() -> dict[str, np.ndarray]:
+    """65536-entry id -> trainId tables, so 8- and 16-bit label files index them alike."""
+    ids = np.arange(65536)
+    train = np.full(65536, IGNORE_INDEX, np.uint8)
+    train[:NUM_CLASSES] = np.arange(NUM_CLASSES, dtype=np.uint8)
+    label = np.full(65536, IGNORE_INDEX, np.uint8)
+    label[:256] = labelid_to_trainid(np.arange(256, dtype=np.uint8))
+    synthia = synthia_to_trainid(ids.astype(np.uint16)).astype(np.uint8)
+    return {"trainIds": train, "labelIds": label, "synthia": synthia}
+
+
+_LUTS = _build_luts()
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_palette(path: Path, data: bytes) -> np.ndarray:
+    """The PLTE entries (N x 3, RGB) of a PNG file's bytes."""
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        tag = data[pos + 4:pos + 8]
+        if tag == b"PLTE":
+            payload = data[pos + 8:pos + 8 + length]
+            if length % 3 or len(payload) != length:
+                break
+            return np.frombuffer(payload, np.uint8).reshape(-1, 3)
+        if tag == b"IDAT":
+            break
+        pos += 12 + length
+    raise ImageReadError(path, "indexed PNG without a valid PLTE chunk (corrupt file)")
+
+
+def _palette_png_to_trainids(path: Path, lut: np.ndarray) -> np.ndarray:
+    """Recover the indices of an indexed PNG from OpenCV's colour expansion and the palette.
+
+    Palette entries that share a colour are fine as long as they map to the same trainId
+    (e.g. the black ids 0-4 of the Cityscapes palette); otherwise pixels of that colour are
+    ambiguous and the file is rejected.
+    """
+    data = path.read_bytes()
+    palette = _png_palette(path, data)
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.size == 0:
+        raise ImageReadError(path, "not a decodable image (corrupt or wrong format)")
+    packed = ((bgr[..., 2].astype(np.int32) << 16) | (bgr[..., 1].astype(np.int32) << 8)
+              | bgr[..., 0].astype(np.int32))
+    pal = (palette[:, 0].astype(np.int32) << 16) | (palette[:, 1].astype(np.int32) << 8) \
+        | palette[:, 2].astype(np.int32)
+    mapped = lut[np.arange(len(pal))].astype(np.int32)
+    colours, first = np.unique(pal, return_index=True)
+    values = mapped[first].copy()
+    for k, colour in enumerate(colours):
+        if len(np.unique(mapped[pal == colour])) > 1:
+            values[k] = -1
+    pos = np.clip(np.searchsorted(colours, packed), 0, len(colours) - 1)
+    if not np.array_equal(colours[pos], packed):
+        raise ImageReadError(path, "indexed PNG has pixels whose colour is not in its palette")
+    out = values[pos]
+    if (out < 0).any():
+        raise DatasetError(f"{path}: indexed PNG whose palette gives one colour to ids of "
+                           "different classes; save the label as a grayscale id map")
+    return out.astype(np.uint8)
+
+
+def read_trainids(path: str | os.PathLike, label_format: str = "trainIds",
+                  channel: int | None = None) -> np.ndarray:
+    """Read a label file of any supported encoding as a uint8 trainId map (255 = ignore).
+
+    ``label_format`` says what the stored ids are ("trainIds", "labelIds" or "synthia");
+    ``channel`` picks the channel of a multi-channel file (SYNTHIA: -1, as the reference's
+    ``IMREAD_UNCHANGED[:, :, -1]``). trainIds outside 0..18 become 255.
+    """
+    if label_format not in _LUTS:
+        raise ConfigError(f"label format {label_format!r} unknown; expected one of {LABEL_FORMATS}")
+    p = Path(path)
+    lut = _LUTS[label_format]
+    try:
+        with open(p, "rb") as f:
+            head = f.read(26)
+    except OSError as e:
+        raise ImageReadError(p, f"cannot open label ({e.strerror or e})") from None
+    if len(head) == 26 and head.startswith(_PNG_SIGNATURE) and head[25] == 3:
+        return _palette_png_to_trainids(p, lut)
+    arr = read_label(p, channel)
+    if arr.dtype not in (np.uint8, np.uint16):
+        raise ImageReadError(p, f"label has dtype {arr.dtype}; expected an 8- or 16-bit id map")
+    return lut[arr]
 
 
 def _file_mode() -> int:
@@ -152,7 +250,7 @@ def encode_palette_png(label: np.ndarray, palette=CITYSCAPES_PALETTE, level: int
     plte = np.zeros((256, 3), dtype=np.uint8)
     plte[: len(palette)] = np.asarray(palette, dtype=np.uint8)
     raw = np.concatenate([np.zeros((h, 1), np.uint8), label], axis=1).tobytes()
-    return (b"\x89PNG\r\n\x1a\n"
+    return (_PNG_SIGNATURE
             + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
             + _png_chunk(b"PLTE", plte.tobytes())
             + _png_chunk(b"IDAT", deflate(raw, level))
@@ -170,7 +268,7 @@ def encode_gray_png(plane: np.ndarray, level: int = 1) -> bytes:
     rows[:, 0] = 2
     rows[0, 1:] = plane[0]
     np.subtract(plane[1:], plane[:-1], out=rows[1:, 1:])
-    return (b"\x89PNG\r\n\x1a\n"
+    return (_PNG_SIGNATURE
             + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
             + _png_chunk(b"IDAT", deflate(rows.tobytes(), level))
             + _png_chunk(b"IEND", b""))

@@ -26,8 +26,7 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
-from prnseg.serve.image_io import read_label
-from prnseg.serve.labels import IGNORE_INDEX, NUM_CLASSES, labelid_to_trainid
+from prnseg.serve.labels import IGNORE_INDEX
 
 GT_MATCHING = ("X_leftImg8bit.* -> X_gtFine_labelTrainIds.png | X_gtFine_labelIds.png; X_rgb_anon.* -> "
                "X_gt_labelTrainIds.png | X_gt_labelIds.png; else NAME.png (trainIds); same relative folder "
@@ -60,18 +59,6 @@ def find_gt(gt_dir: Path, rel: str) -> tuple[str, str] | None:
         if os.path.isfile(gt_dir / cand):
             return cand, fmt
     return None
-
-
-_TRAINID_LUT = np.full(65536, IGNORE_INDEX, np.uint8)
-_TRAINID_LUT[:NUM_CLASSES] = np.arange(NUM_CLASSES, dtype=np.uint8)
-
-
-def read_gt(path: Path, fmt: str) -> np.ndarray:
-    """A single-channel id map as uint8 trainIds (255 = ignore)."""
-    arr = read_label(path)
-    if arr.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"{path}: label has dtype {arr.dtype}; expected an 8- or 16-bit id map")
-    return labelid_to_trainid(arr) if fmt == "labelIds" else _TRAINID_LUT[arr]
 
 
 def _sparse(counts: np.ndarray) -> list[list[int]]:

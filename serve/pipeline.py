@@ -41,7 +41,7 @@ import numpy as np
 from prnseg import __version__
 from prnseg.errors import PrnsegError
 from prnseg.serve.image_io import (IMAGE_EXTENSIONS, atomic_write_bytes, encode_gray_png, encode_palette_png,
-                                   read_image)
+                                   read_image, read_trainids)
 from prnseg.serve.model_spec import ModelSpec, load_model_spec
 
 #: Outputs always written, and the optional ones ``--save`` adds (folder name = output name).
@@ -315,13 +315,13 @@ class OutputWriter:
         return rec
 
     def _gt_stats(self, item: Item, pred, noise) -> dict | None:
-        from prnseg.serve.label_metrics import image_stats, read_gt
+        from prnseg.serve.label_metrics import image_stats
 
         if item.gt is None:
             return None
         rel, fmt = item.gt
         try:
-            gt = read_gt(self.gt_dir / rel, fmt)
+            gt = read_trainids(self.gt_dir / rel, fmt)  # as prnseg eval reads it
             stats = image_stats(gt, pred.raw_label, pred.label, noise, pred.noise_prob, self.num_classes)
         except (PrnsegError, ValueError) as exc:
             return {"file": rel, "error": _reason(exc)}

@@ -120,3 +120,14 @@ def test_serve_runs_when_torch_cannot_be_imported():
     out = run_python_without_torch(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[[[128, 64, 128]]]"
+
+
+def test_ground_truth_reader_takes_prnseg_labels_and_16bit_label_ids(tmp_path):
+    """``prnseg label --gt`` reads ground truth with the datasets' reader: an indexed PNG (the
+    labels/ prnseg itself writes) gives its ids, and a 16-bit labelId beyond 255 is ignore."""
+    label = np.array([[0, 1, 2], [13, 255, 18]], np.uint8)
+    (tmp_path / "p.png").write_bytes(image_io.encode_palette_png(label))
+    assert np.array_equal(image_io.read_trainids(tmp_path / "p.png", "trainIds"), label)
+    wide = np.array([[7, 26], [256, 1000]], np.uint16)  # road, car, then ids no 8-bit map has
+    cv2.imwrite(str(tmp_path / "w.png"), wide)
+    assert image_io.read_trainids(tmp_path / "w.png", "labelIds").tolist() == [[0, 13], [255, 255]]

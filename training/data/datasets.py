@@ -19,112 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from prnseg.errors import ConfigError, DatasetError, ImageReadError
-from prnseg.serve.image_io import IMAGE_EXTENSIONS, read_image, read_label
-from prnseg.serve.labels import (
-    IGNORE_INDEX,
-    NUM_CLASSES,
-    labelid_to_trainid,
-    synthia_to_trainid,
-)
+from prnseg.errors import ConfigError, DatasetError
+from prnseg.serve.image_io import IMAGE_EXTENSIONS, read_image, read_trainids
 from prnseg.training.data.transforms import Compose, Normalize
-
-LABEL_FORMATS = ("trainIds", "labelIds", "synthia")
-
-
-def _build_luts() -> dict[str, np.ndarray]:
-    """65536-entry id -> trainId tables, so 8- and 16-bit label files index them alike."""
-    ids = np.arange(65536)
-    train = np.full(65536, IGNORE_INDEX, np.uint8)
-    train[:NUM_CLASSES] = np.arange(NUM_CLASSES, dtype=np.uint8)
-    label = np.full(65536, IGNORE_INDEX, np.uint8)
-    label[:256] = labelid_to_trainid(np.arange(256, dtype=np.uint8))
-    synthia = synthia_to_trainid(ids.astype(np.uint16)).astype(np.uint8)
-    return {"trainIds": train, "labelIds": label, "synthia": synthia}
-
-
-_LUTS = _build_luts()
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _png_palette(path: Path, data: bytes) -> np.ndarray:
-    """The PLTE entries (N x 3, RGB) of a PNG file's bytes."""
-    pos = len(_PNG_SIGNATURE)
-    while pos + 8 <= len(data):
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        tag = data[pos + 4:pos + 8]
-        if tag == b"PLTE":
-            payload = data[pos + 8:pos + 8 + length]
-            if length % 3 or len(payload) != length:
-                break
-            return np.frombuffer(payload, np.uint8).reshape(-1, 3)
-        if tag == b"IDAT":
-            break
-        pos += 12 + length
-    raise ImageReadError(path, "indexed PNG without a valid PLTE chunk (corrupt file)")
-
-
-def _palette_png_to_trainids(path: Path, lut: np.ndarray) -> np.ndarray:
-    """Recover the indices of an indexed PNG from OpenCV's colour expansion and the palette.
-
-    Palette entries that share a colour are fine as long as they map to the same trainId
-    (e.g. the black ids 0-4 of the Cityscapes palette); otherwise pixels of that colour are
-    ambiguous and the file is rejected.
-    """
-    data = path.read_bytes()
-    palette = _png_palette(path, data)
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.size == 0:
-        raise ImageReadError(path, "not a decodable image (corrupt or wrong format)")
-    packed = ((bgr[..., 2].astype(np.int32) << 16) | (bgr[..., 1].astype(np.int32) << 8)
-              | bgr[..., 0].astype(np.int32))
-    pal = (palette[:, 0].astype(np.int32) << 16) | (palette[:, 1].astype(np.int32) << 8) \
-        | palette[:, 2].astype(np.int32)
-    mapped = lut[np.arange(len(pal))].astype(np.int32)
-    colours, first = np.unique(pal, return_index=True)
-    values = mapped[first].copy()
-    for k, colour in enumerate(colours):
-        if len(np.unique(mapped[pal == colour])) > 1:
-            values[k] = -1
-    pos = np.clip(np.searchsorted(colours, packed), 0, len(colours) - 1)
-    if not np.array_equal(colours[pos], packed):
-        raise ImageReadError(path, "indexed PNG has pixels whose colour is not in its palette")
-    out = values[pos]
-    if (out < 0).any():
-        raise DatasetError(f"{path}: indexed PNG whose palette gives one colour to ids of "
-                           "different classes; save the label as a grayscale id map")
-    return out.astype(np.uint8)
-
-
-def read_trainids(path: str | os.PathLike, label_format: str = "trainIds",
-                  channel: int | None = None) -> np.ndarray:
-    """Read a label file of any supported encoding as a uint8 trainId map (255 = ignore).
-
-    ``label_format`` says what the stored ids are ("trainIds", "labelIds" or "synthia");
-    ``channel`` picks the channel of a multi-channel file (SYNTHIA: -1, as the reference's
-    ``IMREAD_UNCHANGED[:, :, -1]``). trainIds outside 0..18 become 255.
-    """
-    if label_format not in _LUTS:
-        raise ConfigError(f"label format {label_format!r} unknown; expected one of {LABEL_FORMATS}")
-    p = Path(path)
-    lut = _LUTS[label_format]
-    try:
-        with open(p, "rb") as f:
-            head = f.read(26)
-    except OSError as e:
-        raise ImageReadError(p, f"cannot open label ({e.strerror or e})") from None
-    if len(head) == 26 and head.startswith(_PNG_SIGNATURE) and head[25] == 3:
-        return _palette_png_to_trainids(p, lut)
-    arr = read_label(p, channel)
-    if arr.dtype not in (np.uint8, np.uint16):
-        raise ImageReadError(p, f"label has dtype {arr.dtype}; expected an 8- or 16-bit id map")
-    return lut[arr]
-
 
 @dataclass(frozen=True)
 class Record:
