@@ -106,16 +106,14 @@ class GTSummary:
     """Sum of per-image statistics -> the report's pseudo-label quality section."""
 
     def __init__(self, num_classes: int, class_names, noise_threshold: float):
-        from prnseg.training.metrics import ConfusionMatrix
+        from prnseg.training.metrics import BinaryDetectionStats, ConfusionMatrix
 
         self.num_classes = num_classes
-        self.noise_threshold = noise_threshold
         self.raw = ConfusionMatrix(num_classes, IGNORE_INDEX, class_names)
         self.refined = ConfusionMatrix(num_classes, IGNORE_INDEX, class_names)
         self.kept = ConfusionMatrix(num_classes, IGNORE_INDEX, class_names)
-        self.counts = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
-        self.pos = np.zeros(256, np.int64)
-        self.neg = np.zeros(256, np.int64)
+        # bins are the uint8 noise_prob values the per-image stats already counted
+        self.detector = BinaryDetectionStats(noise_threshold, n_bins=256)
         self.n_images = 0
 
     def add(self, stats: dict) -> None:
@@ -123,21 +121,14 @@ class GTSummary:
         self.raw._counts += _dense(stats["raw_cm"], size).reshape(self.num_classes, -1)
         self.refined._counts += _dense(stats["refined_cm"], size).reshape(self.num_classes, -1)
         self.kept._counts += _dense(stats.get("kept_cm", []), size).reshape(self.num_classes, -1)
-        for k in self.counts:
-            self.counts[k] += int(stats[k])
-        self.pos += _dense(stats["pos_hist"], 256)
-        self.neg += _dense(stats["neg_hist"], 256)
+        d = self.detector
+        d.tp, d.fp, d.fn, d.tn = (getattr(d, k) + int(stats[k]) for k in ("tp", "fp", "fn", "tn"))
+        d.pos_hist += _dense(stats["pos_hist"], 256)
+        d.neg_hist += _dense(stats["neg_hist"], 256)
         self.n_images += 1
 
     def to_dict(self) -> dict:
-        from prnseg.training.metrics import auroc_from_histograms
-
-        def div(a, b):
-            return a / b if b else None
-
-        tp, fp, fn, tn = (self.counts[k] for k in ("tp", "fp", "fn", "tn"))
         raw, refined = self.raw.to_dict(), self.refined.to_dict()
-        auroc = auroc_from_histograms(self.pos, self.neg)
         gain = None if raw["miou"] is None or refined["miou"] is None else refined["miou"] - raw["miou"]
         labelled = int(self.refined.counts.sum())
         kept = {**self.kept.to_dict(), "coverage": int(self.kept.counts.sum()) / labelled if labelled else None}
@@ -148,11 +139,5 @@ class GTSummary:
             "miou_gain": gain,
             "kept": kept,
             "error_reference": "raw",
-            "noise_detector": {
-                "threshold": self.noise_threshold,
-                "precision": div(tp, tp + fp), "recall": div(tp, tp + fn), "f1": div(2 * tp, 2 * tp + fp + fn),
-                "auroc": None if np.isnan(auroc) else float(auroc),
-                "flagged_rate": div(tp + fp, tp + fp + fn + tn), "positive_rate": div(tp + fn, tp + fp + fn + tn),
-                "n_pixels": tp + fp + fn + tn,
-            },
+            "noise_detector": self.detector.to_dict(),
         }
