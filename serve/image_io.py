@@ -206,13 +206,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def encode_image(arr: np.ndarray, ext: str = ".png", jpeg_quality: int = 95) -> bytes:
-    """Encode a gray or RGB uint8 array (RGB order, converted for OpenCV here)."""
+def encode_image(arr: np.ndarray, ext: str = ".png", jpeg_quality: int = 95, png_level: int | None = None) -> bytes:
+    """Encode a gray or RGB uint8 array (RGB order, converted for OpenCV here); ``png_level``
+    sets the PNG compression level (OpenCV's default without it)."""
     if arr.ndim == 3 and arr.shape[2] == 3:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
     params: list[int] = []
     if ext.lower() in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+    elif ext.lower() == ".png" and png_level is not None:
+        params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)]
     ok, buf = cv2.imencode(ext, arr, params)
     if not ok:
         raise ValueError(f"OpenCV could not encode an array of shape {arr.shape} as {ext}")

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from prnseg.serve.pipeline import DEFAULT_SAVE, OPTIONAL, LabelError, LabelOptions, label_folder
+from prnseg.serve.pipeline import DEFAULT_SAVE, OPTIONAL, LabelOptions, label_folder
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -70,8 +70,6 @@ def run_label(args: argparse.Namespace) -> int:
         save=args.save, gt_dir=Path(args.gt) if args.gt else None, shard=args.shard,
         max_failures=args.max_failures, backend=args.backend, device=args.device, precision=args.precision,
         threads=args.threads, streams=args.streams, png_level=args.png_level, progress=not args.no_progress, engine=args.engine)
-    if opts.max_failures < 0:
-        raise LabelError(f"--max-failures must be >= 0, got {opts.max_failures}")
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr)

@@ -40,8 +40,8 @@ import numpy as np
 
 from prnseg import __version__
 from prnseg.errors import PrnsegError
-from prnseg.serve.image_io import (IMAGE_EXTENSIONS, atomic_write_bytes, encode_gray_png, encode_palette_png,
-                                   read_image, read_trainids)
+from prnseg.serve.image_io import (IMAGE_EXTENSIONS, atomic_write_bytes, encode_gray_png, encode_image,
+                                   encode_palette_png, read_image, read_trainids)
 from prnseg.serve.model_spec import ModelSpec, load_model_spec
 
 #: Outputs always written, and the optional ones ``--save`` adds (folder name = output name).
@@ -107,6 +107,8 @@ class LabelOptions:
                 raise LabelError(f"--shard {i}/{n}: expected I/N with 0 <= I < N")
             if n == 1:
                 self.shard = None
+        if self.max_failures < 0:
+            raise LabelError(f"--max-failures must be >= 0, got {self.max_failures}")
         if not 0 <= self.png_level <= 9:
             raise LabelError(f"PNG compression level must be 0..9, got {self.png_level}")
 
@@ -274,9 +276,7 @@ class OutputWriter:
         self.threshold = opts.noise_threshold
         self.use_graph_noise = opts.noise_threshold is None or abs(opts.noise_threshold - spec.noise_threshold) < 1e-12
         self.level = int(opts.png_level)
-        self.png = [cv2.IMWRITE_PNG_COMPRESSION, self.level]
-        self.palette = [tuple(c) for c in spec.palette]
-        self.colors = np.zeros((256, 3), np.uint8)  # the model's palette; ignore (255) is black
+        self.colors = np.zeros((256, 3), np.uint8)  # the model's palette as a full PLTE; ignore (255) is black
         self.colors[: len(spec.palette)] = np.asarray(spec.palette, np.uint8)
         self.num_classes = spec.num_classes
         self.gt_dir = opts.gt_dir
@@ -284,21 +284,15 @@ class OutputWriter:
     def _gray(self, arr: np.ndarray) -> bytes:
         return encode_gray_png(arr, self.level)
 
-    def _rgb(self, arr: np.ndarray) -> bytes:
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(arr, cv2.COLOR_RGB2BGR), self.png)
-        if not ok:
-            raise ValueError(f"OpenCV could not encode an array of shape {arr.shape} as PNG")
-        return buf.tobytes()
-
     def write(self, item: Item, pred) -> dict:
         """Write every output of ``item`` (a ``Prediction``); the caller journals the result."""
         noise = pred.noise.astype(bool) if self.use_graph_noise else pred.noise_at(self.threshold)
         label = np.where(noise, np.uint8(255), pred.label) if self.ignore_noisy else pred.label
-        blobs = {"labels": lambda: encode_palette_png(label, self.palette, self.level),
+        blobs = {"labels": lambda: encode_palette_png(label, self.colors, self.level),
                  "noise": lambda: self._gray(noise.astype(np.uint8) * np.uint8(255)),
                  "confidence": lambda: self._gray(pred.confidence),
-                 "color": lambda: self._rgb(self.colors[label]),
-                 "raw": lambda: encode_palette_png(pred.raw_label, self.palette, self.level),
+                 "color": lambda: encode_image(self.colors[label], png_level=self.level),
+                 "raw": lambda: encode_palette_png(pred.raw_label, self.colors, self.level),
                  "noise_prob": lambda: self._gray(pred.noise_prob)}
         for sub in ALWAYS + self.save:
             atomic_write_bytes(self.out / sub / f"{item.key}.png", blobs[sub]())
@@ -375,9 +369,7 @@ def _previous_records(out_dir: Path, tag: str) -> dict[str, dict]:
 def make_plan(opts: LabelOptions) -> Plan:
     from prnseg.serve.label_metrics import find_gt
 
-    inp, out = opts.input_dir, opts.out_dir
-    if not inp.is_dir():
-        raise LabelError(f"{inp}: input folder not found")
+    inp, out = opts.input_dir, opts.out_dir  # label_folder has checked that inp is a folder
     if opts.gt_dir is not None and not opts.gt_dir.is_dir():
         raise LabelError(f"{opts.gt_dir}: --gt folder not found")
     inside = out.resolve().is_relative_to(inp.resolve())
@@ -494,6 +486,25 @@ def opencv_single_threaded():
         cv2.setNumThreads(previous)
 
 
+def infer_isolating(predictor, entries: list, size: int, fail) -> list[tuple]:
+    """Run one bucket's ``entries`` ((item, fitted, ...) tuples) as a batch padded to ``size``;
+    if the batch fails, run each image alone so only the one that breaks it fails
+    (``fail(entry, exc)``). Returns ``(outputs, indices into outputs, entries)`` runs."""
+    try:
+        return [(predictor.run_batch(full_batch([e[1] for e in entries], size)), list(range(len(entries))), entries)]
+    except Exception as exc:
+        if len(entries) == 1:
+            fail(entries[0], exc)
+            return []
+    runs = []
+    for e in entries:
+        try:
+            runs.append((predictor.run_batch(full_batch([e[1]], size)), [0], [e]))
+        except Exception as exc:
+            fail(e, exc)
+    return runs
+
+
 def run_local(plan: Plan, predictor, writer: OutputWriter, journal: Journal, opts: LabelOptions,
               stop: threading.Event) -> dict:
     """Decode pool -> per-bucket batches -> inference pool (``predictor.streams`` batches at once)
@@ -538,19 +549,8 @@ def run_local(plan: Plan, predictor, writer: OutputWriter, journal: Journal, opt
     def infer(entries, write_pool):
         try:
             t0 = time.perf_counter()
-            try:
-                runs = [(predictor.run_batch(full_batch([e[1] for e in entries], batch)), list(range(len(entries))),
-                         entries)]
-            except Exception as exc:
-                runs = []
-                if len(entries) == 1:
-                    journal.fail(entries[0][0].rel, "infer", _reason(exc))
-                else:  # isolate the image that breaks the batch
-                    for e in entries:
-                        try:
-                            runs.append((predictor.run_batch(full_batch([e[1]], batch)), [0], [e]))
-                        except Exception as exc1:
-                            journal.fail(e[0].rel, "infer", _reason(exc1))
+            runs = infer_isolating(predictor, entries, batch,
+                                   lambda e, exc: journal.fail(e[0].rel, "infer", _reason(exc)))
             dt = time.perf_counter() - t0
             add_time("infer", dt)
             for outputs, idx, group in runs:
@@ -625,22 +625,17 @@ def label_items(predictor, writer: OutputWriter, opts: LabelOptions, items: list
             records[item.rel] = {"path": item.rel, "status": "failed", "stage": "decode", "reason": _reason(exc)}
             continue
         groups.setdefault(placement.bucket, []).append((item, fitted, placement, time.perf_counter() - t0))
+
+    def infer_failed(e, exc) -> None:
+        records[e[0].rel] = {"path": e[0].rel, "status": "failed", "stage": "infer", "reason": _reason(exc)}
+
     for bucket in sorted(groups, key=lambda b: (b.height, b.width)):
         entries = groups[bucket]
         for start in range(0, len(entries), predictor.max_batch):
             chunk = entries[start:start + predictor.max_batch]
             t0 = time.perf_counter()
             size = predictor.max_batch
-            try:
-                runs = [(predictor.run_batch(full_batch([e[1] for e in chunk], size)), list(range(len(chunk))), chunk)]
-            except Exception:
-                runs = []
-                for e in chunk:
-                    try:
-                        runs.append((predictor.run_batch(full_batch([e[1]], size)), [0], [e]))
-                    except Exception as exc:
-                        records[e[0].rel] = {"path": e[0].rel, "status": "failed", "stage": "infer",
-                                             "reason": _reason(exc)}
+            runs = infer_isolating(predictor, chunk, size, infer_failed)
             infer_s = (time.perf_counter() - t0) / len(chunk)
             for outputs, idx, group in runs:
                 for j, (item, _, placement, decode_s) in zip(idx, group):
@@ -798,13 +793,13 @@ def label_folder(opts: LabelOptions, predictor=None, log=print) -> dict:
                                              "extension); rename one")
             if plan.todo:
                 t0 = time.perf_counter()
-                config = engine_threads(opts)
                 if opts.engine == "ray":
                     from prnseg.serve.ray_engine import run_ray
 
                     info = run_ray(plan, spec, journal, opts, stop)
                     run.update(info)
                 else:
+                    config = engine_threads(opts)
                     if predictor is None:
                         from prnseg.serve.predictor import Predictor
 

@@ -396,3 +396,25 @@ def test_ray_engine_writes_the_same_bytes(exported_model, tmp_path):
     assert [r["path"] for r in manifest(distributed)] == [r["path"] for r in manifest(local)]
     assert manifest(distributed, "failures.jsonl")[0]["path"] == "bad.png"
     assert json.loads((distributed / "report.json").read_text())["run"]["backend"] == "ray"
+
+
+def test_a_batch_that_fails_is_rerun_image_by_image_so_only_the_bad_image_fails():
+    from prnseg.serve.pipeline import infer_isolating
+
+    class Fake:
+        calls = 0
+
+        def run_batch(self, batch):
+            Fake.calls += 1
+            if (batch == 99).any():
+                raise RuntimeError("bad image")
+            return {"label": batch[:, :1, :1, 0]}
+
+    entries = [(f"img{i}", np.full((2, 2, 3), 99 if i == 1 else i, np.uint8)) for i in range(3)]
+    failed = []
+    runs = infer_isolating(Fake(), entries, 4, lambda e, exc: failed.append((e[0], str(exc))))
+    assert failed == [("img1", "bad image")] and Fake.calls == 4  # the batch, then each image
+    assert [(idx, [e[0] for e in group]) for _, idx, group in runs] == [([0], ["img0"]), ([0], ["img2"])]
+    Fake.calls, failed = 0, []
+    assert infer_isolating(Fake(), entries[1:2], 4, lambda e, exc: failed.append(e[0])) == []
+    assert failed == ["img1"] and Fake.calls == 1  # a lone image is not run twice
