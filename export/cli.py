@@ -34,10 +34,6 @@ def _pct(v: float) -> str:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    if args.tensorrt:  # before torch is imported: fail in a second, not after the ONNX export
-        from prnseg.export.tensorrt import require_tensorrt
-
-        require_tensorrt()
     from prnseg.export.exporter import export_model
 
     out = export_model(args.checkpoint, args.out, weights=args.weights, sizes=args.sizes, max_batch=args.max_batch,

@@ -95,11 +95,9 @@ def cuda_driver_present() -> bool:
 
 
 def tensorrt_available() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    from prnseg.serve.trt_compat import tensorrt_version
+
+    return tensorrt_version() is not None
 
 
 def cpu_throughput_config(cpus: int | None = None) -> tuple[int, int]:

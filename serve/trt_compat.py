@@ -30,15 +30,20 @@ def tensorrt_version() -> str | None:
     return str(tensorrt.__version__)
 
 
-def cuda_compute_capability(device_index: int = 0) -> str | None:
-    """``"major.minor"`` of a CUDA device through the CUDA runtime library, or None without one."""
+def cudart():
+    """The CUDA runtime library, or None where it does not load."""
     for name in ("libcudart.so.13", "libcudart.so.12", "libcudart.so", "cudart64_12.dll"):
         try:
-            lib = ctypes.CDLL(name)
-            break
+            return ctypes.CDLL(name)
         except OSError:
             continue
-    else:
+    return None
+
+
+def cuda_compute_capability(device_index: int = 0) -> str | None:
+    """``"major.minor"`` of a CUDA device through the CUDA runtime library, or None without one."""
+    lib = cudart()
+    if lib is None:
         return None
     major, minor = ctypes.c_int(), ctypes.c_int()
     if lib.cudaDeviceGetAttribute(ctypes.byref(major), _CUDA_ATTR_CC_MAJOR, int(device_index)) != 0:

@@ -13,7 +13,6 @@ Runtime.
 
 from __future__ import annotations
 
-import ctypes
 import threading
 from pathlib import Path
 
@@ -21,22 +20,13 @@ import numpy as np
 
 from prnseg.errors import PrnsegError
 from prnseg.serve.model_spec import PSEUDOLABELER_OUTPUTS, Bucket, ModelSpec, ModelSpecError
-from prnseg.serve.trt_compat import load_engine
+from prnseg.serve.trt_compat import cudart, load_engine
 
 OUTPUT_NAMES = tuple(PSEUDOLABELER_OUTPUTS)
 
 
 class TensorRTError(PrnsegError):
     """A TensorRT plan cannot be loaded or run on this machine."""
-
-
-def _cudart():
-    for name in ("libcudart.so.13", "libcudart.so.12", "libcudart.so", "cudart64_12.dll"):
-        try:
-            return ctypes.CDLL(name)
-        except OSError:
-            continue
-    return None
 
 
 class TensorRTRunner:
@@ -65,7 +55,7 @@ class TensorRTRunner:
             outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
             self.engines[bucket] = (engine, engine.create_execution_context(), outputs, path.name)
         self.fixed_batch = min(batches) if batches else None
-        self._cudart = _cudart()
+        self._cudart = cudart()
         self._lock = threading.Lock()  # one execution context per bucket: one batch at a time
 
     def describe(self) -> str:
