@@ -121,11 +121,10 @@ def main() -> int:
             for s in range(0, len(arrays), batch):
                 plain.predict(arrays[s:s + batch])
             rates["ort_default"].append(len(arrays) / (time.perf_counter() - t0))
-            pipe = Predictor(model, backend=args.backend, device=args.device, max_batch=args.batch, spin=False,
-                             **config)
-            # A fresh output folder per run; the old ones are deleted only after the last run, as
-            # the file system's clean-up of a deleted tree slows the file creations of the next run.
-            report = label_folder(dataclasses.replace(opts, out_dir=work / f"out{r}"), predictor=pipe)
+            # label_folder loads its own Predictor, as prnseg label does. A fresh output folder per
+            # run; the old ones are deleted only after the last run, as the file system's clean-up
+            # of a deleted tree slows the file creations of the next run.
+            report = label_folder(dataclasses.replace(opts, out_dir=work / f"out{r}"))
             reports.append(report["run"])
             rates["pipeline"].append(len(arrays) / report["run"]["wall_s"])
         best = {k: max(v) for k, v in rates.items()}

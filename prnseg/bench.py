@@ -51,7 +51,6 @@ DEFAULT_SIZE_CUDA = "512x1024"
 DEFAULT_SIZE_CPU = "512x1024"
 QUICK = {"arch": ["tiny"], "sizes": ["128x256"], "images": 2, "iters": 2, "train_steps": 3, "train_crop": 128}
 WORK_MARKER = ".prnseg-bench-work"
-OUTPUTS = ("label", "raw_label", "noise", "noise_prob", "confidence")
 BACKENDS = ("pytorch", "onnxruntime", "tensorrt")
 # Relative cost of one image forward per encoder at 512x1024 (measured ratios on a CPU, the
 # DAFormer head included); only used to estimate the remaining time before a step has run.
@@ -705,12 +704,14 @@ def _row(target: Target, batch: int, backend: str, precision: str, **kw) -> dict
 def torch_runner(labeler, device: str, dtype):
     import torch
 
+    from prnseg.export.graphs import PSEUDOLABELER_OUTPUT_ORDER
+
     def run(batch: np.ndarray) -> dict:
         x = torch.from_numpy(batch).to(device)
         ctx = torch.autocast(device.split(":")[0], dtype=dtype) if dtype is not None else contextlib.nullcontext()
         with torch.inference_mode(), ctx:
             outs = labeler(x)
-        return {n: t.cpu().numpy() for n, t in zip(OUTPUTS, outs)}
+        return {n: t.cpu().numpy() for n, t in zip(PSEUDOLABELER_OUTPUT_ORDER, outs)}
 
     return run
 
