@@ -153,21 +153,21 @@ def parse_hw(text: str) -> tuple[int, int]:
 def resolve_device(spec: str) -> str:
     import torch
 
-    s = str(spec).strip().lower()
-    if s == "auto":
+    from prnseg.serve.predictor import BackendError, parse_device
+
+    if str(spec).strip().lower() == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if s == "cpu":
+    try:
+        kind, idx = parse_device(spec)
+    except BackendError:
+        raise BenchError(f"--device {spec!r}: use auto, cpu, cuda or cuda:N") from None
+    if kind == "cpu":
         return "cpu"
-    if s.startswith("cuda"):
-        idx = s.partition(":")[2] or "0"
-        if not idx.isdigit():
-            raise BenchError(f"--device {spec!r}: use auto, cpu, cuda or cuda:N")
-        if not torch.cuda.is_available():
-            raise BenchError(f"--device {spec}: no CUDA GPU is visible to PyTorch here; use --device cpu")
-        if int(idx) >= torch.cuda.device_count():
-            raise BenchError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) here")
-        return f"cuda:{int(idx)}"
-    raise BenchError(f"--device {spec!r}: use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise BenchError(f"--device {spec}: no CUDA GPU is visible to PyTorch here; use --device cpu")
+    if idx >= torch.cuda.device_count():
+        raise BenchError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return f"cuda:{idx}"
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -748,17 +748,14 @@ def runtime_variants(s: Settings, target: Target) -> list[tuple[str, str, dict, 
                          None if has else "not available: this onnxruntime has no TensorrtExecutionProvider"))
     if "tensorrt" in s.backends:
         _, reason = _tensorrt_state(s)
-        if reason is None and s.model is not None:
-            from prnseg.serve.model_spec import load_model_spec
-
-            if not (load_model_spec(s.model).artefacts.get("tensorrt")):
-                reason = "skipped: the model has no TensorRT plans (re-export with --tensorrt on this GPU)"
         precisions = ["fp16"] if s.fp16 and (target.fp16_ready or s.model is not None) else ["fp32"]
         if reason is None:
             from prnseg.serve.model_spec import load_model_spec
 
-            built = {e.get("precision") for e in load_model_spec(target.model_dir).artefacts.get("tensorrt") or []}
-            precisions = sorted(built) or precisions
+            plans = load_model_spec(target.model_dir).artefacts.get("tensorrt") or []  # --model: s.model
+            if not plans and s.model is not None:
+                reason = "skipped: the model has no TensorRT plans (re-export with --tensorrt on this GPU)"
+            precisions = sorted({e.get("precision") for e in plans}) or precisions
         for prec in precisions:
             rows.append(("tensorrt", prec, {"backend": "tensorrt", "precision": prec}, reason))
     return rows
@@ -773,6 +770,12 @@ def bench_target(target: Target, s: Settings, images: list[np.ndarray], e2e_dir:
         results.inference.append(row)
         results.save()
 
+    def skip(row: dict, what: str, reason: str) -> None:
+        """``reason`` is "status: why" (skipped / not installed / not available)."""
+        status, _, why = reason.partition(": ")
+        row.update(status=status, reason=why)
+        progress.skip(f"{target.name} batch {row['batch']}: {what}: {reason}")
+
     for batch in s.batches:
         batches = make_batches(images, batch)
         rows: list[dict] = []
@@ -783,9 +786,7 @@ def bench_target(target: Target, s: Settings, images: list[np.ndarray], e2e_dir:
             if target.labeler is None:
                 reason = "skipped: --model without --checkpoint (PyTorch needs the training checkpoint)"
             if reason:
-                status, _, why = reason.partition(": ")
-                row.update(status=status, reason=why)
-                progress.skip(f"{target.name} batch {batch}: pytorch {prec}: {reason}")
+                skip(row, f"pytorch {prec}", reason)
             else:
                 try:
                     with progress.step(f"{target.name} batch {batch}: pytorch {prec} engine"):
@@ -805,9 +806,7 @@ def bench_target(target: Target, s: Settings, images: list[np.ndarray], e2e_dir:
         for label, prec, kwargs, reason in runtime_variants(s, target):
             row = _row(target, batch, label, prec)
             if reason:
-                status, _, why = reason.partition(": ")
-                row.update(status=status, reason=why)
-                progress.skip(f"{target.name} batch {batch}: {label} {prec}: {reason}")
+                skip(row, f"{label} {prec}", reason)
                 rows.append(row)
                 record(row)
                 continue
