@@ -705,3 +705,38 @@ def test_package_import_stays_torch_free():
     import subprocess
     import sys
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})
+
+
+def test_rcs_also_draws_the_source_only_images(tmp_path):
+    """data.rcs.enabled must change what a source_only run sees, as it does for the UDA modes."""
+    from prnseg.training.config import load_config
+    from prnseg.training.data.builder import SourceOnly, build_uda_dataset
+
+    root = make_rcs_source(tmp_path / "gta")
+    sets = [f"data.source.root={root}", "data.source.resize=[64,32]", "data.crop=[32,32]", "uda.mode=source_only"]
+    plain = build_uda_dataset(load_config("synthetic", sets), with_target=False)
+    rcs = build_uda_dataset(load_config("synthetic", sets + ["data.rcs.enabled=true", "data.rcs.min_pixels=40"]),
+                            with_target=False)
+    assert isinstance(rcs, SourceOnly) and rcs.rcs is not None and plain.rcs is None
+    cars = [int((rcs[i]["source"]["gt"] == 13).any()) for i in range(40)]
+    plain_cars = [int((plain[i]["source"]["gt"] == 13).any()) for i in range(40)]
+    assert np.mean(cars) > 0.5 > np.mean(plain_cars)  # car is only in image 0 of 4
+    assert torch.equal(rcs[3]["source"]["gt"], rcs[3]["source"]["gt"])
+    with pytest.raises(ConfigError):
+        SourceOnly(GTA5Dataset(root), 0, rcs=rcs.rcs)
+
+
+def test_source_only_draws_a_new_crop_each_time_an_image_comes_round(tmp_path):
+    from prnseg.training.config import load_config
+    from prnseg.training.data.builder import build_uda_dataset
+
+    root = make_gta(tmp_path / "gta", n=2)
+    ds = build_uda_dataset(load_config("synthetic", [f"data.source.root={root}", "data.source.resize=[32,16]",
+                                                     "data.crop=[8,8]", "uda.mode=source_only"]), with_target=False)
+    assert len(ds) == 2 * ds.DRAWS_PER_IMAGE
+    first = ds[0]["source"]
+    assert torch.equal(first["img"], ds[0]["source"]["img"])  # an index is reproducible (exact resume)
+    crops = {ds[k * 2]["source"]["img"].numpy().tobytes() for k in range(12)}  # image 0, 12 draws
+    assert len(crops) > 6
+    with pytest.raises(IndexError):
+        ds[len(ds)]

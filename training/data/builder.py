@@ -38,27 +38,48 @@ def build_target(cfg: Config) -> SegDataset:
 
 
 class SourceOnly:
-    """Source items wrapped like UDA pairs, so one loop serves every mode."""
+    """Source items wrapped like UDA pairs, so one loop serves every mode.
 
-    def __init__(self, source: SegDataset, seed: int):
-        self.source, self.seed = source, seed
+    Each index is one (image, draw) pair, ``DRAWS_PER_IMAGE`` draws per image, and the draw seeds
+    the random crop and flip: as in :class:`UDADataset`, whose index is a (source, target) pair,
+    an image gets a fresh crop each time it comes round instead of the same one for the whole run.
+    With a :class:`RareClassSampler` the source image is drawn by it, as in the UDA modes, so a
+    source-only baseline sees the same class balance.
+    """
+
+    DRAWS_PER_IMAGE = 1000
+
+    def __init__(self, source: SegDataset, seed: int, rcs: RareClassSampler | None = None):
+        if rcs is not None and rcs.dataset is not source:
+            raise ConfigError(f"the RareClassSampler was built on another dataset than the source {source.root}")
+        self.source, self.seed, self.rcs = source, seed, rcs
 
     def __len__(self) -> int:
-        return len(self.source)
+        return len(self.source) * self.DRAWS_PER_IMAGE
 
     def __getitem__(self, idx: int) -> dict:
-        return {"source": self.source.get(int(idx), np.random.default_rng([self.seed, int(idx)]))}
+        idx = int(idx)
+        if not 0 <= idx < len(self):
+            raise IndexError(f"index {idx} out of range for {len(self)} source draws")
+        rng = np.random.default_rng([self.seed, idx])
+        if self.rcs is None:
+            return {"source": self.source.get(idx % len(self.source), rng)}
+        return {"source": self.rcs.get_item(rng)}
+
+
+def build_rcs(cfg: Config, source: SegDataset) -> RareClassSampler | None:
+    if not cfg.data.rcs.enabled:
+        return None
+    r = cfg.data.rcs
+    return RareClassSampler(source, temperature=r.temperature, min_pixels=r.min_pixels,
+                            min_crop_ratio=r.min_crop_ratio, num_classes=cfg.model.num_classes)
 
 
 def build_uda_dataset(cfg: Config, with_target: bool = True):
     source = build_source(cfg)
+    rcs = build_rcs(cfg, source)
     if not with_target:
-        return SourceOnly(source, cfg.train.seed)
-    rcs = None
-    if cfg.data.rcs.enabled:
-        r = cfg.data.rcs
-        rcs = RareClassSampler(source, temperature=r.temperature, min_pixels=r.min_pixels,
-                               min_crop_ratio=r.min_crop_ratio, num_classes=cfg.model.num_classes)
+        return SourceOnly(source, cfg.train.seed, rcs=rcs)
     return UDADataset(source, build_target(cfg), rcs=rcs, seed=cfg.train.seed)
 
 
