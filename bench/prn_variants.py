@@ -10,7 +10,10 @@ head's AUROC on the labelled target val split (the same metrics as ``prnseg eval
   what fails to transfer;
 - ``fda``: the source *image* first takes a target image's low-frequency amplitude (FDA,
   window 0.01-0.09), so the features the PRN sees look target-like;
-- ``no_perturb``: plain source logits: the PRN only ever sees the teacher's own source errors.
+- ``no_perturb``: plain source logits: the PRN only ever sees the teacher's own source errors;
+- ``feature_fft``: the method, and every encoder feature map also takes the target features'
+  low-frequency amplitude (the same window as its logits), so the PRN cannot lean on source
+  features that are cleaner than any target feature will be.
 
     python bench/prn_variants.py --checkpoint runs/prn/last.pt --data data/synth \\
         --variants full logits_only fda --iters 300 --val-images 40 --json prn_variants.json
@@ -34,7 +37,7 @@ from prnseg.training.losses import prn_losses
 from prnseg.training.metrics import PseudoLabelQuality
 from prnseg.training.models.factory import create_prn
 
-VARIANTS = ("full", "logits_only", "fda", "no_perturb")
+VARIANTS = ("full", "logits_only", "fda", "no_perturb", "feature_fft")
 
 
 class _FeatureGate(torch.nn.Module):
@@ -68,7 +71,10 @@ def train_variant(variant, teacher, cfg, iters, seed, lr):
             out_s, out_t = teacher(xs), teacher(xt)
         eps = sample_eps(n, cfg.prn.eps_low, cfg.prn.eps_high, generator=g)
         z = out_s.logits if variant == "no_perturb" else fft_perturb_logits(out_s.logits, out_t.logits, eps)
-        ref, noise = prn([f.detach() for f in out_s.features], z)
+        feats = out_s.features
+        if variant == "feature_fft":
+            feats = [fft_perturb_logits(fs, ft, eps) for fs, ft in zip(out_s.features, out_t.features)]
+        ref, noise = prn([f.detach() for f in feats], z)
         terms = prn_losses(ref, noise, z, ys)
         opt.zero_grad()
         (terms["ref"] + terms["noise"]).backward()
