@@ -18,6 +18,15 @@ def run_cli(*args, check=True, timeout=600, env=None, cwd=None) -> subprocess.Co
     return proc
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that a test stops with SIGINT, as Ctrl-C in a terminal would: a
+    runner that starts the suite as a background job leaves SIGINT ignored, which children inherit
+    and which keeps Python from installing its KeyboardInterrupt handler."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 # Prepended to a child interpreter's code: every `import torch` fails, as where torch is absent.
 BLOCK_TORCH = """
 import importlib.abc, sys

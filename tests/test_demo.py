@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import PIL.Image  # noqa: E402
 import pytest  # noqa: E402
 
-from conftest import run_cli  # noqa: E402
+from conftest import default_sigint, run_cli  # noqa: E402
 from prnseg.serve.image_io import read_image, read_label, write_image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,7 +233,7 @@ def test_cli_serves_the_model_and_stops_on_ctrl_c(exported_model, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "prnseg", "demo", "--model", str(exported_model),
                              "--port", str(port), "--backend", "onnxruntime", "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}, preexec_fn=default_sigint)
     lines = []
     try:
         deadline = time.monotonic() + 60

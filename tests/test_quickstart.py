@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from conftest import default_sigint
 from prnseg.quickstart import make_plan
 
 
@@ -28,7 +29,7 @@ def test_plan_fits_the_budget_and_rejects_tiny_budgets():
 def _start(out):
     return subprocess.Popen([sys.executable, "-m", "prnseg", "quickstart", "--tiny", "--out", str(out),
                              "--no-progress", "--device", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
 
 
 def test_quickstart_interrupted_then_resumed(tmp_path):
