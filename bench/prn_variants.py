@@ -13,7 +13,10 @@ head's AUROC on the labelled target val split (the same metrics as ``prnseg eval
 - ``no_perturb``: plain source logits: the PRN only ever sees the teacher's own source errors;
 - ``feature_fft``: the method, and every encoder feature map also takes the target features'
   low-frequency amplitude (the same window as its logits), so the PRN cannot lean on source
-  features that are cleaner than any target feature will be.
+  features that are cleaner than any target feature will be;
+- ``prior_residual``: the method, with the noise logit predicted as a residual on the max-softmax
+  detector's logit, ``log((1 - p_max) / p_max)``, its head starting at zero: the PRN starts as
+  the confidence baseline and learns only corrections to it.
 
     python bench/prn_variants.py --checkpoint runs/prn/last.pt --data data/synth \\
         --variants full logits_only fda --iters 300 --val-images 40 --json prn_variants.json
@@ -37,7 +40,7 @@ from prnseg.training.losses import prn_losses
 from prnseg.training.metrics import PseudoLabelQuality
 from prnseg.training.models.factory import create_prn
 
-VARIANTS = ("full", "logits_only", "fda", "no_perturb", "feature_fft")
+VARIANTS = ("full", "logits_only", "fda", "no_perturb", "feature_fft", "prior_residual")
 
 
 class _FeatureGate(torch.nn.Module):
@@ -51,10 +54,28 @@ class _FeatureGate(torch.nn.Module):
         return self.prn([f if self.use_features else torch.zeros_like(f) for f in features], logits)
 
 
+class _PriorResidual(torch.nn.Module):
+    """Adds the max-softmax detector's logit to the PRN's noise logit (head zero-initialised)."""
+
+    def __init__(self, prn):
+        super().__init__()
+        self.prn = prn
+        torch.nn.init.zeros_(prn.prn.noise_head.weight)
+        torch.nn.init.zeros_(prn.prn.noise_head.bias)
+
+    def forward(self, features, logits):
+        refined, noise = self.prn(features, logits)
+        z = torch.nn.functional.interpolate(logits, size=noise.shape[-2:], mode="bilinear", align_corners=False)
+        p_max = torch.softmax(z.float(), 1).amax(1, keepdim=True).clamp(1e-6, 1 - 1e-6)
+        return refined, noise + torch.log((1 - p_max) / p_max)
+
+
 def train_variant(variant, teacher, cfg, iters, seed, lr):
     torch.manual_seed(seed)
     prn = _FeatureGate(create_prn(teacher, channels=cfg.prn.channels, num_blocks=cfg.prn.num_blocks),
                        variant != "logits_only")
+    if variant == "prior_residual":
+        prn = _PriorResidual(prn)
     ds = build_uda_dataset(cfg)
     loader = DataLoader(ds, batch_size=cfg.train.batch_size, sampler=ResumableSampler(len(ds), seed),
                         num_workers=0, drop_last=True)
