@@ -50,8 +50,8 @@ class SourceOnly:
     DRAWS_PER_IMAGE = 1000
 
     def __init__(self, source: SegDataset, seed: int, rcs: RareClassSampler | None = None):
-        if rcs is not None and rcs.dataset is not source:
-            raise ConfigError(f"the RareClassSampler was built on another dataset than the source {source.root}")
+        if rcs is not None:
+            rcs.require_dataset(source, "source")
         self.source, self.seed, self.rcs = source, seed, rcs
 
     def __len__(self) -> int:

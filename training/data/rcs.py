@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from prnseg.errors import DatasetError
+from prnseg.errors import ConfigError, DatasetError
 from prnseg.serve.image_io import atomic_write_bytes
 from prnseg.serve.labels import NUM_CLASSES
 
@@ -164,6 +164,11 @@ class RareClassSampler:
         self.classes = usable
         self.probs = freq_probs[keep] / freq_probs[keep].sum()
         self.files_with_class = {int(c): files[int(c)] for c in usable}
+
+    def require_dataset(self, dataset, role: str) -> None:
+        """ConfigError unless this sampler was built on ``dataset`` (the ``role`` it plays)."""
+        if self.dataset is not dataset:
+            raise ConfigError(f"the RareClassSampler was built on another dataset than the {role} {dataset.root}")
 
     @property
     def class_probs(self) -> dict[int, float]:

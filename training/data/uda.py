@@ -34,9 +34,8 @@ class UDADataset(Dataset):
         if getattr(target, "load_labels", False):
             raise ConfigError(f"{target.root}: the UDA target dataset must be built with "
                               "load_labels=False (target labels are never used in training)")
-        if rcs is not None and rcs.dataset is not source:
-            raise ConfigError("the RareClassSampler was built on another dataset than the "
-                              f"UDA source {source.root}")
+        if rcs is not None:
+            rcs.require_dataset(source, "UDA source")
         if len(source) == 0 or len(target) == 0:
             raise ConfigError("UDA needs a non-empty source and target dataset")
         self.source, self.target, self.rcs = source, target, rcs
