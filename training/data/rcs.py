@@ -190,10 +190,13 @@ class RareClassSampler:
     def sample(self, rng: np.random.Generator) -> int:
         return self.sample_with_class(rng)[0]
 
+    def load(self, i: int, c: int, rng: np.random.Generator) -> dict:
+        """Image ``i`` drawn for class ``c``, transformed, its crop redrawn until it shows ``c``."""
+        if self.min_crop_ratio > 0:
+            return self.dataset.get(i, rng, require_class=c, min_class_pixels=self.min_crop_pixels)
+        return self.dataset.get(i, rng)
+
     def get_item(self, rng: np.random.Generator) -> dict:
         """A transformed source item drawn by RCS, its crop redrawn until it shows the class."""
         i, c = self.sample_with_class(rng)
-        if self.min_crop_ratio > 0:
-            return self.dataset.get(i, rng, require_class=c,
-                                    min_class_pixels=self.min_crop_pixels)
-        return self.dataset.get(i, rng)
+        return self.load(i, c, rng)

@@ -60,11 +60,7 @@ class UDADataset(Dataset):
 
     def __getitem__(self, idx: int) -> dict:
         i_s, i_t, c, (src_rng, tgt_rng) = self.pair(int(idx))
-        if c is not None and self.rcs.min_crop_ratio > 0:
-            src = self.source.get(i_s, src_rng, require_class=c,
-                                  min_class_pixels=self.rcs.min_crop_pixels)
-        else:
-            src = self.source.get(i_s, src_rng)
+        src = self.source.get(i_s, src_rng) if c is None else self.rcs.load(i_s, c, src_rng)
         return {"source": src, "target": self.target.get(i_t, tgt_rng)}
 
 
