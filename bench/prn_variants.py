@@ -18,6 +18,10 @@ head's AUROC on the labelled target val split (the same metrics as ``prnseg eval
   detector's logit, ``log((1 - p_max) / p_max)``, its head starting at zero: the PRN starts as
   the confidence baseline and learns only corrections to it.
 
+Variants combine with ``+``: ``logits_only+no_perturb+prior_residual`` is a noise head that sees
+only the class probabilities, learns from the teacher's real source errors, and starts as the
+max-softmax detector.
+
     python bench/prn_variants.py --checkpoint runs/prn/last.pt --data data/synth \\
         --variants full logits_only fda --iters 300 --val-images 40 --json prn_variants.json
 """
@@ -70,11 +74,22 @@ class _PriorResidual(torch.nn.Module):
         return refined, noise + torch.log((1 - p_max) / p_max)
 
 
+def variant_parts(name: str) -> set[str]:
+    """The parts of a ``+``-joined variant name; ``full`` is the method with no change."""
+    parts = set(name.split("+"))
+    unknown = parts - set(VARIANTS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown variant part(s) {', '.join(sorted(unknown))}; "
+                                         f"choose from {', '.join(VARIANTS)}, joined with '+'")
+    return parts - {"full"}
+
+
 def train_variant(variant, teacher, cfg, iters, seed, lr):
+    parts = variant_parts(variant)
     torch.manual_seed(seed)
     prn = _FeatureGate(create_prn(teacher, channels=cfg.prn.channels, num_blocks=cfg.prn.num_blocks),
-                       variant != "logits_only")
-    if variant == "prior_residual":
+                       "logits_only" not in parts)
+    if "prior_residual" in parts:
         prn = _PriorResidual(prn)
     ds = build_uda_dataset(cfg)
     loader = DataLoader(ds, batch_size=cfg.train.batch_size, sampler=ResumableSampler(len(ds), seed),
@@ -87,13 +102,13 @@ def train_variant(variant, teacher, cfg, iters, seed, lr):
         xs, ys, xt = b["source"]["img"], b["source"]["gt"], b["target"]["img"]
         n = xs.shape[0]
         with torch.no_grad():
-            if variant == "fda":
+            if "fda" in parts:
                 xs = fft_perturb_logits(xs, xt, sample_eps(n, 0.01, 0.09, generator=g))
             out_s, out_t = teacher(xs), teacher(xt)
         eps = sample_eps(n, cfg.prn.eps_low, cfg.prn.eps_high, generator=g)
-        z = out_s.logits if variant == "no_perturb" else fft_perturb_logits(out_s.logits, out_t.logits, eps)
+        z = out_s.logits if "no_perturb" in parts else fft_perturb_logits(out_s.logits, out_t.logits, eps)
         feats = out_s.features
-        if variant == "feature_fft":
+        if "feature_fft" in parts:
             feats = [fft_perturb_logits(fs, ft, eps) for fs, ft in zip(out_s.features, out_t.features)]
         ref, noise = prn([f.detach() for f in feats], z)
         terms = prn_losses(ref, noise, z, ys)
@@ -127,12 +142,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True, help="a prnseg train checkpoint with an EMA teacher")
     ap.add_argument("--data", required=True, help="synthetic benchmark root (holds gta/ and cityscapes/)")
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS),
+                    help=f"variants, each one of {', '.join(VARIANTS)} or several joined with '+'")
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--val-images", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    for v in args.variants:
+        try:
+            variant_parts(v)
+        except argparse.ArgumentTypeError as e:
+            ap.error(str(e))
     cfg, teacher, _, _ = load_models(args.checkpoint, "teacher", "cpu")
     for p in teacher.parameters():
         p.requires_grad_(False)
