@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from prnseg.serve.labels import LABELID_TO_TRAINID, NUM_CLASSES, labelid_to_trainid
-from prnseg.training.data.synthetic import domain_style, render_scene
+from prnseg.training.data.synthetic import BICYCLE, MOTORCYCLE, _Scene, domain_style, render_scene
 
 W, H = 128, 64
 
@@ -118,6 +118,26 @@ def test_scenes_cover_most_classes():
     assert len(seen & set(range(NUM_CLASSES))) >= 18
     needed = {0, 1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 17, 18}
     assert needed <= seen
+
+
+@pytest.mark.parametrize("moto", [False, True])
+def test_two_wheelers_are_annotated_as_one_outline(moto):
+    """As in Cityscapes, a two-wheeler's label covers its wheels' insides, not only the painted tubes."""
+    scene = _Scene(np.random.default_rng(0), (256, 128), domain_style("source"))
+    before = scene.p.img.copy()
+    for seed in range(8):   # side view needs no rider
+        scene.rng = np.random.default_rng(seed)
+        scene.two_wheeler(0.0, 6.0, moto, rider=False)
+    cls = MOTORCYCLE if moto else BICYCLE
+    labelled = scene.p.lab == cls
+    painted = np.abs(scene.p.img - before).sum(-1) > 1e-6
+    assert labelled.sum() > 0
+    assert (painted & ~labelled).sum() == 0          # every painted pixel is labelled
+    assert labelled.sum() > 1.5 * painted.sum()      # and the gaps between them too
+    m, s = scene.sprite(0.0, 6.0)
+    u, v = (round(c) for c in m(-0.52 if not moto else -0.72, 0.33))  # a wheel's hub, either facing
+    u2, _ = (round(c) for c in m(0.52 if not moto else 0.72, 0.33))
+    assert labelled[v, u] and labelled[v, u2]
 
 
 def _class_means(domain: str, gap: float, n: int = 8) -> dict[int, np.ndarray]:

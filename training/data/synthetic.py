@@ -49,7 +49,7 @@ from prnseg.serve.labels import (
     trainid_to_labelid,
 )
 
-SYNTH_VERSION = 1
+SYNTH_VERSION = 2
 SYNTH_FORMAT = "prnseg-synthetic"
 DOMAINS = ("source", "target", "night")
 MIN_SIZE = (32, 16)
@@ -259,13 +259,13 @@ class Layout:
 SOURCE_LAYOUT = Layout(
     horizon=(0.34, 0.44), focal=(0.9, 1.1), cam_height=(1.4, 1.9), road_half=(3.5, 5.5),
     sidewalk=(2.5, 4.5), p_building=0.6, p_cross=0.35, lane_density=0.12, p_parked=0.3,
-    p_truck=0.18, p_bus=0.12, p_train=0.12, persons=(3, 10), riders=(1, 3), parked_bikes=(0, 3),
+    p_truck=0.18, p_bus=0.12, p_train=0.12, persons=(4, 12), riders=(1, 3), parked_bikes=(1, 4),
     p_street_trees=0.4, p_verge=0.25, p_hood=0.0,
 )
 TARGET_LAYOUT = Layout(
     horizon=(0.42, 0.52), focal=(1.0, 1.2), cam_height=(1.2, 1.5), road_half=(4.5, 7.5),
     sidewalk=(3.0, 5.0), p_building=0.7, p_cross=0.3, lane_density=0.2, p_parked=0.45,
-    p_truck=0.12, p_bus=0.08, p_train=0.08, persons=(1, 5), riders=(0, 2), parked_bikes=(0, 2),
+    p_truck=0.12, p_bus=0.08, p_train=0.08, persons=(2, 8), riders=(0, 2), parked_bikes=(1, 3),
     p_street_trees=0.55, p_verge=0.35, p_hood=0.5,
 )
 
@@ -345,6 +345,19 @@ class _Painter:
         if a is not None:
             cv2.fillPoly(self.emit, [a], tuple(float(c) * strength for c in color), cv2.LINE_8, _SHIFT)
 
+    def label_only(self, pts, cls: int, depth: float | None = None) -> None:
+        """Claim a region for ``cls`` in the label (and depth) map without painting it.
+
+        Cityscapes annotators outline a bicycle with one polygon, the gaps between its spokes
+        and tubes included; the image still shows what lies behind those gaps.
+        """
+        a = self._pts(pts)
+        if a is None:
+            return
+        cv2.fillPoly(self.lab, [a], int(cls), cv2.LINE_8, _SHIFT)
+        if depth is not None:
+            cv2.fillPoly(self.dep, [a], float(depth), cv2.LINE_8, _SHIFT)
+
     def depth_only(self, pts, depth: float) -> None:
         a = self._pts(pts)
         if a is not None:
@@ -410,6 +423,13 @@ class _Painter:
 # --------------------------------------------------------------------------------------------
 # Scene
 # --------------------------------------------------------------------------------------------
+
+def _outline(m, d: float, half: float, r: float, top: float) -> list[tuple[float, float]]:
+    """A two-wheeler's annotation polygon in side view: both wheels and everything up to ``top``."""
+    rim = [(math.cos(t) * r, math.sin(t) * r) for t in np.linspace(math.pi, 2 * math.pi, 7)]
+    bottom = [((-half + x) * d, r + y) for x, y in rim[:4]] + [((half + x) * d, r + y) for x, y in rim[3:]]
+    return [m(*p) for p in bottom + [((half + r) * d, r), (half * d, top), (-half * d, top), ((-half - r) * d, r)]]
+
 
 def _shade(color, k: float) -> RGB:
     return tuple(float(min(max(c * k, 0.0), 1.5)) for c in color)  # type: ignore[return-value]
@@ -844,19 +864,19 @@ class _Scene:
             if self.zebra_z is not None and self.rng.random() < 0.25:
                 x, z = self.u(-rh, rh), self.zebra_z + self.u(0.3, 2.7)
             else:
-                x, z = side * (rh + self.u(0.5, self.sw - 0.3)), self.u(4, 70)
+                x, z = side * (rh + self.u(0.5, self.sw - 0.3)), self.u(3, 40)
             group = 1 if self.rng.random() < 0.7 else int(self.rng.integers(2, 4))
             for g in range(group):
                 xx, zz = x + g * self.u(0.5, 0.8), z + self.u(-0.5, 0.5)
                 self.add(zz, lambda xx=xx, zz=zz: self.person(xx, zz))
         for _ in range(int(self.rng.integers(lay.riders[0], lay.riders[1] + 1))):
             side = 1.0 if self.rng.random() < 0.75 else -1.0
-            x, z = side * (rh - self.u(0.6, 1.6)), self.u(5, 60)
+            x, z = side * (rh - self.u(0.6, 1.6)), self.u(4, 35)
             moto = self.rng.random() < 0.45
             self.add(z, lambda x=x, z=z, m=moto: self.two_wheeler(x, z, m, rider=True))
         for _ in range(int(self.rng.integers(lay.parked_bikes[0], lay.parked_bikes[1] + 1))):
             side = self.pick((-1.0, 1.0))
-            x, z = side * (self.xs - self.u(0.4, 1.0)), self.u(4, 40)
+            x, z = side * (self.xs - self.u(0.4, 1.0)), self.u(3, 25)
             moto = self.rng.random() < 0.4
             self.add(z, lambda x=x, z=z, m=moto: self.two_wheeler(x, z, m, rider=False))
 
@@ -1003,6 +1023,7 @@ class _Scene:
         if side_view:
             r, half = (0.32, 0.72) if moto else (0.34, 0.52)
             tw = max((0.1 if moto else 0.05) * s, 1.0)
+            self.p.label_only(_outline(m, d, half, r, 0.98 if moto else 0.9), cls, z)
             for a in (-half, half):
                 self.p.ellipse(m(a * d, r), (r * s, r * s), tyre, cls, z, thickness=tw)
             if moto:
@@ -1023,8 +1044,9 @@ class _Scene:
                 self._rider_side(m, s, z, d, seat, bars)
         else:
             rw = 0.08 if moto else 0.035
-            self.p.poly([m(-rw, 0), m(rw, 0), m(rw, 0.66), m(-rw, 0.66)], tyre, cls, z)
             hb = 0.38 if moto else 0.3
+            self.p.label_only([m(-rw, 0), m(rw, 0), m(hb, 1.02), m(-hb, 1.02)], cls, z)
+            self.p.poly([m(-rw, 0), m(rw, 0), m(rw, 0.66), m(-rw, 0.66)], tyre, cls, z)
             self.p.bar(m(-hb, 1.02), m(hb, 1.02), max(0.05 * s, 1.0), frame, cls, z)
             if moto:
                 self.p.poly([m(-0.24, 0.45), m(0.24, 0.45), m(0.2, 0.9), m(-0.2, 0.9)], frame, cls, z)
