@@ -28,6 +28,29 @@ def sh(args: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "prnseg", *args], check=True)
 
 
+def ensure_benchmark(root: Path, synth_args: list[str]) -> None:
+    """Write the synthetic benchmark at ``root`` unless a complete one of this generator version is there.
+
+    A benchmark from another generator version (or an interrupted one) is written again: its
+    numbers would not be comparable with this version's.
+    """
+    from prnseg.training.data.synthetic import SYNTH_VERSION
+
+    marker = root / "synth.json"
+    if not marker.exists():
+        sh(["synth", str(root), *synth_args])
+        return
+    try:
+        meta = json.loads(marker.read_text())
+    except ValueError:
+        meta = {}
+    if meta.get("version") == SYNTH_VERSION and meta.get("complete"):
+        return
+    print(f"{root}: not a complete benchmark of generator version {SYNTH_VERSION} "
+          f"(found version {meta.get('version')}, complete={meta.get('complete')}); writing it again", flush=True)
+    sh(["synth", str(root), *synth_args, "--overwrite"])
+
+
 def pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}"
 
@@ -51,8 +74,7 @@ def main() -> int:
 
     out = Path(args.out)
     data = Path(args.data) if args.data else out / "data"
-    if not (data / "synth.json").exists():
-        sh(["synth", str(data), "--seed", str(args.seed)])
+    ensure_benchmark(data, ["--seed", str(args.seed)])
     results = {}
     for mode in args.modes.split(","):
         run_dir = out / mode
@@ -86,8 +108,7 @@ def main() -> int:
         if mode == "source_only":
             # the same model on unseen source-style images: how well the source itself is learnt
             held_out = out / "source_holdout"
-            if not (held_out / "synth.json").exists():
-                sh(["synth", str(held_out), "--seed", str(args.seed + 1), "--source", "100", "--target", "1", "--val", "0"])
+            ensure_benchmark(held_out, ["--seed", str(args.seed + 1), "--source", "100", "--target", "1", "--val", "0"])
             sh(["eval", str(run_dir / "last.pt"), "--data", str(held_out / "gta"), "--kind", "gta", "--split", "all",
                 "--json", str(run_dir / "eval_source.json")])
             metrics["source_holdout_miou"] = json.loads((run_dir / "eval_source.json").read_text())["miou"]
