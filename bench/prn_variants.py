@@ -16,7 +16,10 @@ head's AUROC on the labelled target val split (the same metrics as ``prnseg eval
   features that are cleaner than any target feature will be;
 - ``prior_residual``: the method, with the noise logit predicted as a residual on the max-softmax
   detector's logit, ``log((1 - p_max) / p_max)``, its head starting at zero: the PRN starts as
-  the confidence baseline and learns only corrections to it.
+  the confidence baseline and learns only corrections to it;
+- ``target_consistency``: the noise head learns on *target* images instead, where a pixel counts
+  as noisy when the teacher's label changes under a flip, colour jitter and blur of the image (a
+  label-free proxy of its errors); the refine head still learns from the source.
 
 Variants combine with ``+``: ``logits_only+no_perturb+prior_residual`` is a noise head that sees
 only the class probabilities, learns from the teacher's real source errors, and starts as the
@@ -35,16 +38,17 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
+from prnseg.training.augment import color_jitter, gaussian_blur
 from prnseg.training.data.builder import build_eval_dataset, build_uda_dataset, val_dataset_config
 from prnseg.training.data.transforms import build_test_pipeline
 from prnseg.training.data.uda import ResumableSampler
 from prnseg.training.evaluate import load_models, run_networks
 from prnseg.training.fft_perturb import fft_perturb_logits, sample_eps
-from prnseg.training.losses import prn_losses
+from prnseg.training.losses import noise_bce_loss, prn_losses, upsample_to
 from prnseg.training.metrics import PseudoLabelQuality
 from prnseg.training.models.factory import create_prn
 
-VARIANTS = ("full", "logits_only", "fda", "no_perturb", "feature_fft", "prior_residual")
+VARIANTS = ("full", "logits_only", "fda", "no_perturb", "feature_fft", "prior_residual", "target_consistency")
 
 
 class _FeatureGate(torch.nn.Module):
@@ -112,6 +116,8 @@ def train_variant(variant, teacher, cfg, iters, seed, lr):
             feats = [fft_perturb_logits(fs, ft, eps) for fs, ft in zip(out_s.features, out_t.features)]
         ref, noise = prn([f.detach() for f in feats], z)
         terms = prn_losses(ref, noise, z, ys)
+        if "target_consistency" in parts:
+            terms["noise"] = _consistency_noise_loss(prn, teacher, xt, out_t, g)
         opt.zero_grad()
         (terms["ref"] + terms["noise"]).backward()
         opt.step()
@@ -119,6 +125,17 @@ def train_variant(variant, teacher, cfg, iters, seed, lr):
             print(f"  {variant} step {step}: refine CE {terms['ref'].item():.3f}  noise BCE {terms['noise'].item():.3f}",
                   flush=True)
     return prn.eval()
+
+
+def _consistency_noise_loss(prn, teacher, xt, out_t, g):
+    """BCE of the noise head on target images against 'the teacher's label flips under augmentation'."""
+    with torch.no_grad():
+        view = gaussian_blur(color_jitter(xt.flip(-1), apply_prob=1.0, generator=g), apply_prob=1.0, generator=g)
+        size = xt.shape[-2:]
+        flipped = upsample_to(teacher(view).logits.flip(-1), size).argmax(1) != upsample_to(out_t.logits, size).argmax(1)
+    _, noise_t = prn([f.detach() for f in out_t.features], out_t.logits)
+    valid = torch.ones_like(flipped)
+    return noise_bce_loss(upsample_to(noise_t, size)[:, 0], flipped, valid)
 
 
 def score(teacher, prn, cfg, data_root, n_images):
