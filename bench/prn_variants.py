@@ -38,13 +38,13 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from prnseg.training.augment import color_jitter, gaussian_blur
+from prnseg.training.augment import consistency_view
 from prnseg.training.data.builder import build_eval_dataset, build_uda_dataset, val_dataset_config
 from prnseg.training.data.transforms import build_test_pipeline
 from prnseg.training.data.uda import ResumableSampler
 from prnseg.training.evaluate import load_models, run_networks
 from prnseg.training.fft_perturb import fft_perturb_logits, sample_eps
-from prnseg.training.losses import noise_bce_loss, prn_losses, upsample_to
+from prnseg.training.losses import consistency_noise_loss, prn_losses
 from prnseg.training.metrics import PseudoLabelQuality
 from prnseg.training.models.factory import create_prn
 
@@ -128,14 +128,11 @@ def train_variant(variant, teacher, cfg, iters, seed, lr):
 
 
 def _consistency_noise_loss(prn, teacher, xt, out_t, g):
-    """BCE of the noise head on target images against 'the teacher's label flips under augmentation'."""
+    """The trainer's ``prn.noise_signal=target_consistency`` noise term on a target batch."""
     with torch.no_grad():
-        view = gaussian_blur(color_jitter(xt.flip(-1), apply_prob=1.0, generator=g), apply_prob=1.0, generator=g)
-        size = xt.shape[-2:]
-        flipped = upsample_to(teacher(view).logits.flip(-1), size).argmax(1) != upsample_to(out_t.logits, size).argmax(1)
+        view_logits = teacher(consistency_view(xt, generator=g)).logits.flip(-1)
     _, noise_t = prn([f.detach() for f in out_t.features], out_t.logits)
-    valid = torch.ones_like(flipped)
-    return noise_bce_loss(upsample_to(noise_t, size)[:, 0], flipped, valid)
+    return consistency_noise_loss(noise_t, out_t.logits, view_logits, xt.shape[-2:])
 
 
 def score(teacher, prn, cfg, data_root, n_images):

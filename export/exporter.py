@@ -138,7 +138,7 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 def _load(checkpoint: Path, weights: str):
     """(config, state, segmentor, prn or None, weights used) for export, in eval mode on the CPU."""
     from prnseg.training.evaluate import _build_loaded
-    from prnseg.training.models.factory import create_prn
+    from prnseg.training.models.factory import create_prn_from_config
 
     if weights not in WEIGHTS:
         raise ExportError(f"--weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
@@ -151,7 +151,7 @@ def _load(checkpoint: Path, weights: str):
     if cfg.uda.mode == "prn":
         if "prn" not in state:
             raise ExportError(f"{checkpoint}: a prn-mode checkpoint without PRN weights; re-save it with prnseg train")
-        prn = create_prn(model, channels=cfg.prn.channels, num_blocks=cfg.prn.num_blocks)
+        prn = create_prn_from_config(model, cfg.prn)
         try:
             prn.load_state_dict(state["prn"])
         except RuntimeError as exc:

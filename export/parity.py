@@ -206,7 +206,9 @@ def run_parity(reference: PseudoLabeler, spec: ModelSpec, files: dict[str, Path]
             if "prn" in sessions and reference.prn is not None:
                 feeds = {n: f.numpy() for n, f in zip(FEATURE_NAMES, seg.features)}
                 feeds["logits"] = seg.logits.numpy()
-                o = sessions["prn"].run(None, feeds)
+                # a PRN trained with prn.use_features=false reads no feat1..feat3: its graph has no such inputs
+                declared = {i.name for i in sessions["prn"].get_inputs()}
+                o = sessions["prn"].run(None, {n: v for n, v in feeds.items() if n in declared})
                 refined, noise = reference.prn(list(seg.features), seg.logits)
                 prn_diff["max_abs_refined_logit_diff"] = max(prn_diff["max_abs_refined_logit_diff"],
                                                              float(np.abs(o[0] - refined.numpy()).max()))

@@ -589,7 +589,7 @@ def build_random_target(arch: str, hw: tuple[int, int], s: Settings, work: Path,
     from prnseg.export.exporter import ExportError, ParityGateError, export_model
     from prnseg.training.checkpoint import save_checkpoint
     from prnseg.training.config import load_config
-    from prnseg.training.models.factory import create_model_from_config, create_prn
+    from prnseg.training.models.factory import create_model_from_config, create_prn_from_config
 
     h, w = hw
     name = f"{arch}_{h}x{w}"
@@ -597,7 +597,7 @@ def build_random_target(arch: str, hw: tuple[int, int], s: Settings, work: Path,
     cfg = load_config(base, [f"model.arch={arch}", "model.pretrained=", "uda.mode=prn", f"data.val.resize=[{w},{h}]"])
     torch.manual_seed(0)
     model = create_model_from_config(cfg.model, pretrained=False).eval()
-    prn = create_prn(model, channels=cfg.prn.channels, num_blocks=cfg.prn.num_blocks).eval()
+    prn = create_prn_from_config(model, cfg.prn).eval()
     jitter_constant_tensors(model)
     jitter_constant_tensors(prn)
     ckpt = work / f"{name}.pt"

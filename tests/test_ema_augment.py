@@ -253,3 +253,19 @@ def test_strong_transform_mixes_label_and_weight():
         src_img, tgt_img, src_lbl, tgt_lbl, w, generator=torch.Generator().manual_seed(4)
     )
     assert torch.equal(again.image, again2.image) and torch.equal(again.label, again2.label)
+
+
+def test_consistency_view_mirrors_and_changes_the_photometry():
+    from prnseg.training.augment import consistency_view
+    g = torch.Generator().manual_seed(0)
+    from prnseg.training.augment import IMAGENET_MEAN, IMAGENET_STD
+    raw = torch.nn.functional.interpolate(torch.rand(2, 3, 4, 6) * 255, size=(16, 24), mode="bilinear", align_corners=False)
+    img = (raw - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    view = consistency_view(img, 0.2, generator=g)
+    assert view.shape == img.shape
+    back = view.flip(-1)
+    # mirrored: the view un-mirrored is much closer to the image than the view itself
+    assert (back - img).abs().mean() < 0.5 * (view - img).abs().mean()
+    assert not torch.allclose(back, img)                        # jitter and blur always applied
+    again = consistency_view(img, 0.2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again, view)                             # seeded: reproducible

@@ -168,3 +168,18 @@ def test_losses_are_float32_under_bf16_autocast():
         con = L.pixel_contrastive_loss(emb.bfloat16(), target, generator=_gen(0))
     assert ce.dtype == out["ref"].dtype == out["noise"].dtype == con.dtype == torch.float32
     assert ce.item() == pytest.approx(L.seg_ce_loss(logits.bfloat16().float(), target).item(), rel=1e-5)
+
+
+def test_consistency_noise_loss_targets_pixels_whose_label_changes():
+    logits = torch.zeros(1, 3, 2, 2)
+    logits[0, 0] = 5.0                       # class 0 everywhere
+    view = logits.clone()
+    view[0, :, 0, 0] = torch.tensor([0.0, 5.0, 0.0])   # the view disagrees at one pixel
+    noise = torch.zeros(1, 1, 2, 2, requires_grad=True)
+    loss = L.consistency_noise_loss(noise, logits, view, (2, 2), pos_weight=1.0)
+    loss.backward()
+    assert noise.grad[0, 0, 0, 0] < 0 and (noise.grad[0, 0].flatten()[1:] > 0).all()
+    expected = F.binary_cross_entropy_with_logits(torch.zeros(4), torch.tensor([1.0, 0, 0, 0]))
+    assert torch.isclose(loss, expected)
+    same = L.consistency_noise_loss(torch.zeros(1, 1, 2, 2), logits, logits, (2, 2), pos_weight=1.0)
+    assert torch.isclose(same, F.binary_cross_entropy_with_logits(torch.zeros(4), torch.zeros(4)))

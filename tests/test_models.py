@@ -194,6 +194,23 @@ def test_prn_is_identity_at_init(train_mode):
     assert torch.allclose(refined_full, expected)
 
 
+def test_prn_without_features_reads_only_the_probabilities():
+    model = create_model("tiny", num_classes=6).eval()
+    prn = create_prn(model, channels=16, use_features=False).eval()
+    assert prn.embed is None
+    feats, logits = _teacher_outputs(model, torch.randn(2, 3, 64, 96))
+    with torch.no_grad():
+        prn.noise_head.bias.fill_(0.3)
+        refined, noise = prn(feats, logits)
+        other = prn([torch.randn_like(f) for f in feats], logits)
+    assert refined.shape == (2, 6, 16, 24) and noise.shape == (2, 1, 16, 24)
+    assert torch.allclose(refined, logits)                      # still the identity at init
+    assert torch.equal(other[0], refined) and torch.equal(other[1], noise)
+    with torch.no_grad():
+        changed = prn(feats, logits.flip(1))
+    assert not torch.allclose(changed[1], noise)                 # the probabilities do matter
+
+
 def test_prn_input_validation():
     prn = PRN([16, 32, 64, 128], num_classes=4, channels=8)
     feats = [torch.randn(1, c, 16 // s, 16 // s) for c, s in zip([16, 32, 64, 128], [1, 2, 4, 8])]

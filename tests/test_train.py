@@ -46,6 +46,40 @@ def test_prn_noise_mask_only_variant_trains(synth_root, tmp_path):
     assert load_checkpoint(out / "last.pt")["config"]["prn"]["use_refined_labels"] is False
 
 
+def test_prn_target_consistency_without_features_trains_evaluates_and_exports(synth_root, tmp_path):
+    """The noise head learning from target label consistency, reading only class probabilities."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from prnseg.export import export_model
+    from prnseg.serve.image_io import list_images, read_image
+    from prnseg.serve.model_spec import PSEUDOLABELER_OUTPUTS, load_model_spec
+    from prnseg.training.data.transforms import build_test_pipeline
+    from prnseg.training.evaluate import load_models, run_networks
+
+    out = tmp_path / "consistency"
+    run_cli(*tiny_train_args(synth_root, out, mode="prn", iters=2,
+                             extra=["prn.noise_signal=target_consistency", "prn.use_features=false"]))
+    with open(out / "metrics.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["prn_noise"]) > 0
+    cfg = load_checkpoint(out / "last.pt")["config"]["prn"]
+    assert cfg["noise_signal"] == "target_consistency" and cfg["use_features"] is False
+    run_cli("eval", str(out / "last.pt"), "--data", str(synth_root / "cityscapes"), "--json", str(tmp_path / "m.json"))
+    assert "auroc" in json.loads((tmp_path / "m.json").read_text())["pseudo_labels"]["noise_detector"]
+
+    model_dir = export_model(out / "last.pt", tmp_path / "model", sizes=["128x256"], progress=False)
+    spec = load_model_spec(model_dir)
+    image_path = list_images(synth_root / "cityscapes" / "leftImg8bit" / "val")[0]
+    rgb = read_image(image_path)
+    sess = ort.InferenceSession(str(spec.artefact_path("pseudolabeler")), providers=["CPUExecutionProvider"])
+    o = dict(zip(PSEUDOLABELER_OUTPUTS, sess.run(None, {"image": rgb[None]})))
+    _, teacher, prn, _ = load_models(out / "last.pt", "teacher", "cpu")
+    r = run_networks(teacher, prn, rgb, build_test_pipeline(resize=None), torch.device("cpu"), rgb.shape[:2])
+    assert o["noise_prob"].dtype == np.uint8                   # probability x 255, rounded
+    assert np.abs(o["noise_prob"][0] / 255.0 - r["noise_prob"].numpy()).max() < 0.6 / 255
+
+
 def test_training_never_reads_target_train_labels(synth_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(synth_root, root)

@@ -302,3 +302,15 @@ def strong_transform(
     )
     image = gaussian_blur(image, blur_apply_prob, blur_sigma_range, generator=generator)
     return MixedBatch(image, label, weight)
+
+
+def consistency_view(img: torch.Tensor, jitter_strength: float = 0.2,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """The second view for label consistency: mirrored, colour-jittered and blurred, all applied.
+
+    A pseudo-label that changes between an image and this view is unreliable; the caller mirrors
+    the view's prediction back (``.flip(-1)``) before comparing. Mirroring changes no class, and
+    jitter and blur are the photometric changes the student is already trained to ignore.
+    """
+    view = color_jitter(img.flip(-1), strength=jitter_strength, apply_prob=1.0, generator=generator)
+    return gaussian_blur(view, apply_prob=1.0, generator=generator)

@@ -72,6 +72,13 @@ class PRNConfig:
     start_iter: int = 0  # refined labels replace the teacher's only from this iteration on
     # False: keep the teacher's labels and use the PRN only for its noise mask
     use_refined_labels: bool = True
+    # False: the PRN reads only the teacher's class probabilities, not its encoder features
+    use_features: bool = True
+    # What the noise head learns from. "source_fft" (the method): pixels where the FFT-perturbed
+    # source logits are wrong. "target_consistency": target pixels whose teacher label changes when
+    # the image is flipped, colour-jittered and blurred (a label-free proxy of the teacher's errors
+    # in the domain it will be used on; costs one more teacher forward per step).
+    noise_signal: str = "source_fft"
 
 
 @dataclass
@@ -171,6 +178,7 @@ CHOICES = {
     "uda.ema_buffers": ("none", "copy", "ema"),
     "uda.ce_reduction": ("all_pixels", "valid_pixels"),
     "model.head": ("daformer", "segformer"),
+    "prn.noise_signal": ("source_fft", "target_consistency"),
     "model.arch": ("tiny", "mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5"),
     "train.amp": ("auto", "bf16", "fp16", "none"),
 }

@@ -20,7 +20,7 @@ from prnseg.training.data.builder import build_eval_dataset, val_dataset_config
 from prnseg.training.data.transforms import build_test_pipeline
 from prnseg.training.metrics import ConfusionMatrix, PseudoLabelQuality
 from prnseg.training.distributed import select_device
-from prnseg.training.models.factory import create_model_from_config, create_prn
+from prnseg.training.models.factory import create_model_from_config, create_prn_from_config
 from prnseg.training.models.segmentor import pad_to_multiple
 
 
@@ -130,7 +130,7 @@ def load_models(path, weights: str = "student", device="cpu", with_teacher: bool
     model = _build_loaded(cfg, state, weights, device, path)
     prn = teacher = None
     if cfg.uda.mode == "prn":
-        prn = create_prn(model, channels=cfg.prn.channels, num_blocks=cfg.prn.num_blocks).to(device)
+        prn = create_prn_from_config(model, cfg.prn).to(device)
         try:
             prn.load_state_dict(state["prn"])
         except (RuntimeError, KeyError) as exc:

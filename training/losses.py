@@ -186,6 +186,26 @@ def prn_losses(
     return {"ref": ref, "noise": noise}
 
 
+def consistency_noise_loss(
+    noise_logit: torch.Tensor,
+    logits: torch.Tensor,
+    view_logits: torch.Tensor,
+    size: Sequence[int],
+    *,
+    pos_weight: str | float = "balanced",
+    max_pos_weight: float = 100.0,
+) -> torch.Tensor:
+    """Noise BCE on unlabelled images: a pixel counts as noisy where the teacher's label on the
+    image (``logits``) differs from its label on a second view (``view_logits``, already mapped
+    back to the image's geometry), both compared at ``size`` after bilinear upsampling, as
+    :func:`prn_losses` compares its labels."""
+    with _no_autocast(noise_logit.device):
+        with torch.no_grad():
+            unstable = upsample_to(logits.detach(), size).argmax(1) != upsample_to(view_logits.detach(), size).argmax(1)
+        noise_up = upsample_to(noise_logit if noise_logit.dim() == 4 else noise_logit[:, None], size)
+        return noise_bce_loss(noise_up[:, 0], unstable, torch.ones_like(unstable), pos_weight, max_pos_weight)
+
+
 # ----------------------------------------------------------------------------- contrastive
 
 

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from prnseg.errors import ConfigError, PrnsegError
 from prnseg.training import distributed as dist_utils
-from prnseg.training.augment import strong_transform
+from prnseg.training.augment import consistency_view, strong_transform
 from prnseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from prnseg.training.config import Config, save_config
 from prnseg.training.data.uda import ResumableSampler
@@ -35,6 +35,7 @@ from prnseg.training.ema import EMATeacher
 from prnseg.training.fft_perturb import fft_perturb_logits, sample_eps
 from prnseg.training.losses import (
     ProjectionHead,
+    consistency_noise_loss,
     crop_pseudo_margins,
     feature_distance_loss,
     pixel_contrastive_loss,
@@ -43,7 +44,7 @@ from prnseg.training.losses import (
     seg_ce_loss,
 )
 from prnseg.training.models.encoder import MiTEncoder
-from prnseg.training.models.factory import create_model_from_config, create_prn
+from prnseg.training.models.factory import create_model_from_config, create_prn_from_config
 from prnseg.training.schedule import lr_factor
 
 
@@ -95,7 +96,7 @@ class UDATrainer:
         self.prn = None
         self.proj = None
         if self.mode == "prn":
-            self.prn = create_prn(self.student, channels=cfg.prn.channels, num_blocks=cfg.prn.num_blocks).to(self.device)
+            self.prn = create_prn_from_config(self.student, cfg.prn).to(self.device)
             if cfg.uda.contrastive.enabled:
                 self.proj = ProjectionHead(self.student.decode_head.channels, cfg.uda.contrastive.proj_channels).to(self.device)
         self.imnet = None
@@ -310,10 +311,25 @@ class UDATrainer:
                 eps = sample_eps(x_s.shape[0], cfg.prn.eps_low, cfg.prn.eps_high, generator=self.generator).to(self.device)
                 logits_s_pert = fft_perturb_logits(t_s.logits.float(), logits_t, eps)
                 feats_s = [f.detach() for f in t_s.features]
+                on_target = cfg.prn.noise_signal == "target_consistency"
+                prn_t = None
                 with self._autocast():
-                    ref_s, noise_s = self.prn_ddp(feats_s, logits_s_pert)
+                    if on_target:
+                        # one PRN pass over source and target (one forward per backward under DDP)
+                        n = x_s.shape[0]
+                        ref, noise = self.prn_ddp([torch.cat([fs, ft.detach()]) for fs, ft in zip(feats_s, t_t.features)],
+                                                  torch.cat([logits_s_pert, logits_t]))
+                        ref_s, noise_s, prn_t = ref[:n], noise[:n], (ref[n:].detach(), noise[n:].detach())
+                    else:
+                        ref_s, noise_s = self.prn_ddp(feats_s, logits_s_pert)
                     prn_terms = prn_losses(ref_s, noise_s, logits_s_pert, y_s, pos_weight=cfg.prn.noise_pos_weight,
                                            reduction_mode=uda.ce_reduction)
+                    if on_target:
+                        with torch.no_grad(), self.teacher.pseudo_label_mode():
+                            view = consistency_view(x_t, uda.jitter_strength, generator=self.generator)
+                            view_logits = self.teacher.model(view).logits.float().flip(-1)
+                        prn_terms["noise"] = consistency_noise_loss(noise[n:], logits_t, view_logits, size,
+                                                                    pos_weight=cfg.prn.noise_pos_weight)
                     loss_prn = w.prn_refine * prn_terms["ref"] + w.prn_noise * prn_terms["noise"]
                 self._backward(loss_prn)
                 log["prn_ref"] = prn_terms["ref"].detach()
@@ -321,9 +337,12 @@ class UDATrainer:
                 # 3. refined target pseudo-labels and the noise mask (the teacher's own before start_iter)
                 log["noisy_frac"] = torch.zeros((), device=self.device)
                 if self.step >= cfg.prn.start_iter:
-                    prn_eval = dist_utils.unwrap(self.prn_ddp)
-                    with torch.no_grad(), self._autocast():
-                        ref_t, noise_t = prn_eval([f.detach() for f in t_t.features], logits_t)
+                    if prn_t is not None:
+                        ref_t, noise_t = prn_t
+                    else:
+                        prn_eval = dist_utils.unwrap(self.prn_ddp)
+                        with torch.no_grad(), self._autocast():
+                            ref_t, noise_t = prn_eval([f.detach() for f in t_t.features], logits_t)
                     if cfg.prn.use_refined_labels:
                         probs_ref = torch.softmax(F.interpolate(ref_t.float(), size=size, mode="bilinear",
                                                                 align_corners=False), 1)

@@ -25,15 +25,16 @@ class PRN(nn.Module):
     """
 
     def __init__(self, feature_channels: Sequence[int], num_classes: int = 19, channels: int = 64,
-                 num_blocks: int = 2):
+                 num_blocks: int = 2, use_features: bool = True):
         super().__init__()
         if num_blocks < 1:
             raise ValueError(f"PRN needs num_blocks >= 1, got {num_blocks}")
         self.feature_channels = list(feature_channels)
         self.num_classes = num_classes
         self.channels = channels
-        self.embed = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in self.feature_channels)
-        in_ch = channels * len(self.feature_channels) + num_classes
+        self.use_features = use_features
+        self.embed = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in self.feature_channels) if use_features else None
+        in_ch = (channels * len(self.feature_channels) if use_features else 0) + num_classes
         self.blocks = nn.Sequential(
             *(ConvBNReLU(in_ch if i == 0 else channels, channels, 3) for i in range(num_blocks))
         )
@@ -46,16 +47,21 @@ class PRN(nn.Module):
         """Return (refined logits B x C x H4 x W4, noise logit B x 1 x H4 x W4) at the stride-4 feature size.
 
         ``logits`` at another resolution are resized (bilinear) to the first feature map's size.
+        With ``use_features=False`` the features only give that size: the PRN reads the class
+        probabilities alone, which look alike in both domains where encoder features do not.
         """
-        if len(features) != len(self.embed):
-            raise ValueError(f"PRN expects {len(self.embed)} feature maps, got {len(features)}")
+        if len(features) != len(self.feature_channels):
+            raise ValueError(f"PRN expects {len(self.feature_channels)} feature maps, got {len(features)}")
         if logits.shape[1] != self.num_classes:
             raise ValueError(f"PRN expects {self.num_classes}-class logits, got {logits.shape[1]} channels")
         size = features[0].shape[-2:]
         if logits.shape[-2:] != size:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        levels = embed_to_first_level(features, self.embed)
-        probs = torch.softmax(logits.float(), dim=1).to(levels[0].dtype)
-        h = self.blocks(torch.cat([*levels, probs], dim=1))
+        if self.embed is None:
+            h = self.blocks(torch.softmax(logits.float(), dim=1).to(features[0].dtype))
+        else:
+            levels = embed_to_first_level(features, self.embed)
+            probs = torch.softmax(logits.float(), dim=1).to(levels[0].dtype)
+            h = self.blocks(torch.cat([*levels, probs], dim=1))
         refined = logits + self.refine_head(h).to(logits.dtype)
         return refined, self.noise_head(h)
