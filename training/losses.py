@@ -153,6 +153,11 @@ def noise_bce_loss(
         return F.binary_cross_entropy_with_logits(x, y, pos_weight=pw)
 
 
+def _noise_logit_at(noise_logit: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """A B x 1 x h x w (or B x h x w) noise logit upsampled to B x ``size``, as the labels it is scored on."""
+    return upsample_to(noise_logit if noise_logit.dim() == 4 else noise_logit[:, None], size)[:, 0]
+
+
 def prn_losses(
     refined_logits: torch.Tensor,
     noise_logit: torch.Tensor,
@@ -178,11 +183,11 @@ def prn_losses(
     size = gt.shape[-2:]
     ref = seg_ce_loss(refined_logits, gt, reduction_mode=reduction_mode, ignore_index=ignore_index)
     with _no_autocast(noise_logit.device):
-        noise_up = upsample_to(noise_logit if noise_logit.dim() == 4 else noise_logit[:, None], size)
+        noise_up = _noise_logit_at(noise_logit, size)
         with torch.no_grad():
             wrong = upsample_to(perturbed_logits.detach(), size).argmax(dim=1) != gt
         valid = gt != ignore_index
-        noise = noise_bce_loss(noise_up[:, 0], wrong, valid, pos_weight, max_pos_weight)
+        noise = noise_bce_loss(noise_up, wrong, valid, pos_weight, max_pos_weight)
     return {"ref": ref, "noise": noise}
 
 
@@ -202,8 +207,8 @@ def consistency_noise_loss(
     with _no_autocast(noise_logit.device):
         with torch.no_grad():
             unstable = upsample_to(logits.detach(), size).argmax(1) != upsample_to(view_logits.detach(), size).argmax(1)
-        noise_up = upsample_to(noise_logit if noise_logit.dim() == 4 else noise_logit[:, None], size)
-        return noise_bce_loss(noise_up[:, 0], unstable, torch.ones_like(unstable), pos_weight, max_pos_weight)
+        return noise_bce_loss(_noise_logit_at(noise_logit, size), unstable, torch.ones_like(unstable),
+                              pos_weight, max_pos_weight)
 
 
 # ----------------------------------------------------------------------------- contrastive

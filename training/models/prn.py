@@ -32,7 +32,6 @@ class PRN(nn.Module):
         self.feature_channels = list(feature_channels)
         self.num_classes = num_classes
         self.channels = channels
-        self.use_features = use_features
         self.embed = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in self.feature_channels) if use_features else None
         in_ch = (channels * len(self.feature_channels) if use_features else 0) + num_classes
         self.blocks = nn.Sequential(
@@ -57,11 +56,8 @@ class PRN(nn.Module):
         size = features[0].shape[-2:]
         if logits.shape[-2:] != size:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        if self.embed is None:
-            h = self.blocks(torch.softmax(logits.float(), dim=1).to(features[0].dtype))
-        else:
-            levels = embed_to_first_level(features, self.embed)
-            probs = torch.softmax(logits.float(), dim=1).to(levels[0].dtype)
-            h = self.blocks(torch.cat([*levels, probs], dim=1))
+        levels = [] if self.embed is None else embed_to_first_level(features, self.embed)
+        probs = torch.softmax(logits.float(), dim=1).to((levels or features)[0].dtype)
+        h = self.blocks(torch.cat([*levels, probs], dim=1))
         refined = logits + self.refine_head(h).to(logits.dtype)
         return refined, self.noise_head(h)
