@@ -319,17 +319,18 @@ class UDATrainer:
                         n = x_s.shape[0]
                         ref, noise = self.prn_ddp([torch.cat([fs, ft.detach()]) for fs, ft in zip(feats_s, t_t.features)],
                                                   torch.cat([logits_s_pert, logits_t]))
-                        ref_s, noise_s, prn_t = ref[:n], noise[:n], (ref[n:].detach(), noise[n:].detach())
-                    else:
-                        ref_s, noise_s = self.prn_ddp(feats_s, logits_s_pert)
-                    prn_terms = prn_losses(ref_s, noise_s, logits_s_pert, y_s, pos_weight=cfg.prn.noise_pos_weight,
-                                           reduction_mode=uda.ce_reduction)
-                    if on_target:
+                        ref_s, prn_t = ref[:n], (ref[n:].detach(), noise[n:].detach())
                         with torch.no_grad(), self.teacher.pseudo_label_mode():
                             view = consistency_view(x_t, uda.jitter_strength, generator=self.generator)
                             view_logits = self.teacher.model(view).logits.float().flip(-1)
-                        prn_terms["noise"] = consistency_noise_loss(noise[n:], logits_t, view_logits, size,
-                                                                    pos_weight=cfg.prn.noise_pos_weight)
+                        # the refine head still learns from the perturbed source; the noise head on the target
+                        prn_terms = {"ref": seg_ce_loss(ref_s, y_s, reduction_mode=uda.ce_reduction),
+                                     "noise": consistency_noise_loss(noise[n:], logits_t, view_logits, size,
+                                                                     pos_weight=cfg.prn.noise_pos_weight)}
+                    else:
+                        ref_s, noise_s = self.prn_ddp(feats_s, logits_s_pert)
+                        prn_terms = prn_losses(ref_s, noise_s, logits_s_pert, y_s, pos_weight=cfg.prn.noise_pos_weight,
+                                               reduction_mode=uda.ce_reduction)
                     loss_prn = w.prn_refine * prn_terms["ref"] + w.prn_noise * prn_terms["noise"]
                 self._backward(loss_prn)
                 log["prn_ref"] = prn_terms["ref"].detach()
