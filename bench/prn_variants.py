@@ -19,7 +19,10 @@ head's AUROC on the labelled target val split (the same metrics as ``prnseg eval
   the confidence baseline and learns only corrections to it;
 - ``target_consistency``: the noise head learns on *target* images instead, where a pixel counts
   as noisy when the teacher's label changes under a flip, colour jitter and blur of the image (a
-  label-free proxy of its errors); the refine head still learns from the source.
+  label-free proxy of its errors); the refine head still learns from the source;
+- ``target_labels``: an upper bound, not a UDA signal: the PRN learns from the teacher's
+  unperturbed logits on the *target train* images and their labels, which training never reads.
+  It shows the most this PRN can add on top of this teacher, whatever signal teaches it.
 
 Variants combine with ``+``: ``logits_only+no_perturb+prior_residual`` is a noise head that sees
 only the class probabilities, learns from the teacher's real source errors, and starts as the
@@ -35,6 +38,7 @@ import argparse
 import json
 import time
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -48,7 +52,8 @@ from prnseg.training.losses import consistency_noise_loss, prn_losses
 from prnseg.training.metrics import PseudoLabelQuality
 from prnseg.training.models.factory import create_prn
 
-VARIANTS = ("full", "logits_only", "fda", "no_perturb", "feature_fft", "prior_residual", "target_consistency")
+VARIANTS = ("full", "logits_only", "fda", "no_perturb", "feature_fft", "prior_residual", "target_consistency",
+            "target_labels")
 
 
 class _FeatureGate(torch.nn.Module):
@@ -101,16 +106,19 @@ def train_variant(variant, teacher, cfg, iters, seed, lr):
     opt = torch.optim.AdamW(prn.parameters(), lr=lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(seed)
     batches = iter(loader)
+    labelled_target = _labelled_target_batches(cfg, seed) if "target_labels" in parts else None
     for step in range(iters):
         b = next(batches)
         xs, ys, xt = b["source"]["img"], b["source"]["gt"], b["target"]["img"]
+        if labelled_target is not None:  # the target's own images and labels take the source's place
+            xs, ys = next(labelled_target)
         n = xs.shape[0]
         with torch.no_grad():
             if "fda" in parts:
                 xs = fft_perturb_logits(xs, xt, sample_eps(n, 0.01, 0.09, generator=g))
             out_s, out_t = teacher(xs), teacher(xt)
         eps = sample_eps(n, cfg.prn.eps_low, cfg.prn.eps_high, generator=g)
-        z = out_s.logits if "no_perturb" in parts else fft_perturb_logits(out_s.logits, out_t.logits, eps)
+        z = out_s.logits if parts & {"no_perturb", "target_labels"} else fft_perturb_logits(out_s.logits, out_t.logits, eps)
         feats = out_s.features
         if "feature_fft" in parts:
             feats = [fft_perturb_logits(fs, ft, eps) for fs, ft in zip(out_s.features, out_t.features)]
@@ -125,6 +133,26 @@ def train_variant(variant, teacher, cfg, iters, seed, lr):
             print(f"  {variant} step {step}: refine CE {terms['ref'].item():.3f}  noise BCE {terms['noise'].item():.3f}",
                   flush=True)
     return prn.eval()
+
+
+def _labelled_target_batches(cfg, seed):
+    """Endless (images, labels) batches of the target *train* split at the val resolution, each
+    image mirrored with probability 1/2: the ``target_labels`` upper bound's training data."""
+    vcfg = val_dataset_config(cfg)
+    ds = build_eval_dataset(vcfg.kind, cfg.data.target.root, "train")
+    pipe = build_test_pipeline(resize=vcfg.resize)
+    rng = np.random.default_rng(seed)
+    while True:
+        xs, ys = [], []
+        for i in rng.integers(len(ds), size=cfg.train.batch_size):
+            rgb, gt = ds.load_raw(int(i))
+            sample = pipe({"img": rgb, "gt": gt}, rng)
+            img, lbl = sample["img"].transpose(2, 0, 1), sample["gt"]
+            if rng.random() < 0.5:
+                img, lbl = img[..., ::-1], lbl[..., ::-1]
+            xs.append(torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)))
+            ys.append(torch.from_numpy(np.ascontiguousarray(lbl, dtype=np.int64)))
+        yield torch.stack(xs), torch.stack(ys)
 
 
 def _consistency_noise_loss(prn, teacher, xt, out_t, g):
