@@ -1,26 +1,45 @@
-"""Adaptation benchmark on the built-in synthetic benchmark.
+"""Adaptation benchmark on the built-in synthetic benchmark, over seeds.
 
-Trains ``source_only``, ``self_training`` and ``prn`` from the same seed (each a real
-``prnseg train`` process), evaluates each on the target val split with ``prnseg eval`` and
-prints one table: target val mIoU; raw vs refined pseudo-label mIoU; noise-mask precision,
-recall and AUROC next to the max-softmax confidence baseline; median step time, the
-``prn / self_training`` step-time ratio and each mode's peak memory, all measured in this run.
+For every seed, trains each mode (``source_only``, ``self_training``, ``prn``, ``oracle``; each a
+real ``prnseg train`` process), evaluates it on the target val split and on held-out source images
+with ``prnseg eval``, and prints one table of means ± std over the seeds: target val mIoU, source
+mIoU, raw vs refined pseudo-label mIoU, noise-mask AUROC next to the max-softmax baseline, median
+step time, peak memory and wall time. Then the significance of each difference (a gain only when
+the mean of the per-seed differences exceeds twice their std), the benchmark's calibration
+figures, and per-class IoU of source-only, self-training and the oracle.
 
-    python bench/adaptation.py --out runs/adaptation            # synthesizes data if needed
-    python bench/adaptation.py --out runs/adaptation --iters 500  # quicker, weaker
+    python bench/adaptation.py --out runs/adaptation --seeds 0,1,2 --json runs/adaptation/adaptation.json
+    python bench/adaptation.py --from-json runs/adaptation/adaptation.json --readme README.md
+
+Each finished run leaves ``OUT/seed<S>/<mode>/run.json`` and the JSON file is rewritten after
+every run, so an interrupted benchmark keeps what finished and the same command resumes it.
+``oracle`` is ``source_only`` trained on the target train labels: the upper end of the gap.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-MODES = ("source_only", "self_training", "prn")
-# "oracle" is source_only trained on the target train labels: the upper end of the gap.
+MODES = ("source_only", "self_training", "prn", "oracle")
+ADAPT_MODES = ("self_training", "prn")
+METRICS = ("target_miou", "source_val_miou", "pl_raw_miou", "pl_refined_miou", "noise_auroc", "softmax_auroc",
+           "teacher_miou", "step_s", "peak_rss_mb", "wall_s")
+# (mode, baseline): the differences the table judges
+COMPARISONS = (("self_training", "source_only"), ("prn", "source_only"), ("prn", "self_training"),
+               ("oracle", "source_only"))
+# The paper's regime (DESIGN.md section 4)
+CALIBRATION = {"source_val_min": 0.70, "oracle_min": 0.65, "ratio": (0.45, 0.65), "gap_closed_min": 0.40,
+               "std_max": 0.015}
+README_BEGIN = "<!-- adaptation-results:begin (written by bench/adaptation.py --readme; do not edit) -->"
+README_END = "<!-- adaptation-results:end -->"
 
 
 def sh(args: list[str]) -> None:
@@ -28,14 +47,16 @@ def sh(args: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "prnseg", *args], check=True)
 
 
-def ensure_benchmark(root: Path, synth_args: list[str]) -> None:
-    """Write the synthetic benchmark at ``root`` unless a complete one of this generator version is there.
+def ensure_benchmark(root: Path, synth_args: list[str], version: int | None = None) -> None:
+    """Write the synthetic benchmark at ``root`` unless a complete one of ``version`` is there.
 
     A benchmark from another generator version (or an interrupted one) is written again: its
     numbers would not be comparable with this version's.
     """
     from prnseg.training.data.synthetic import SYNTH_VERSION
 
+    version = SYNTH_VERSION if version is None else int(version)
+    synth_args = [*synth_args, "--version", str(version)]
     marker = root / "synth.json"
     if not marker.exists():
         sh(["synth", str(root), *synth_args])
@@ -44,109 +65,317 @@ def ensure_benchmark(root: Path, synth_args: list[str]) -> None:
         meta = json.loads(marker.read_text())
     except ValueError:
         meta = {}
-    if meta.get("version") == SYNTH_VERSION and meta.get("complete"):
+    if meta.get("version") == version and meta.get("complete"):
         return
-    print(f"{root}: not a complete benchmark of generator version {SYNTH_VERSION} "
+    print(f"{root}: not a complete benchmark of generator version {version} "
           f"(found version {meta.get('version')}, complete={meta.get('complete')}); writing it again", flush=True)
     sh(["synth", str(root), *synth_args, "--overwrite"])
 
 
-def pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}"
+# ----------------------------------------------------------------------------------------------
+# statistics
+# ----------------------------------------------------------------------------------------------
+
+def mean_std(values: list[float]) -> dict:
+    """Mean and sample standard deviation (n - 1; 0 for a single value)."""
+    n = len(values)
+    m = sum(values) / n
+    var = sum((v - m) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    return {"mean": m, "std": math.sqrt(var), "n": n}
 
 
-def main() -> int:
+def significance(a: dict[int, float], b: dict[int, float]) -> dict | None:
+    """Per-seed differences a - b over the seeds both have; a gain only when their mean exceeds
+    twice their std (so one seed, or differences that disagree in sign, never count)."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    d = [a[s] - b[s] for s in seeds]
+    st = mean_std(d)
+    gain = len(d) >= 2 and st["mean"] > 2 * st["std"]
+    loss = len(d) >= 2 and -st["mean"] > 2 * st["std"]
+    return {"seeds": seeds, "differences": d, "mean": st["mean"], "std": st["std"],
+            "verdict": "gain" if gain else "loss" if loss else "not significant"}
+
+
+def summarise(runs: list[dict]) -> dict:
+    out: dict = {}
+    for mode in dict.fromkeys(r["mode"] for r in runs):
+        rs = [r for r in runs if r["mode"] == mode]
+        out[mode] = {k: mean_std([r[k] for r in rs]) for k in METRICS if all(r.get(k) is not None for r in rs)}
+    return out
+
+
+def per_metric(runs: list[dict], mode: str, key: str) -> dict[int, float]:
+    return {r["seed"]: r[key] for r in runs if r["mode"] == mode and r.get(key) is not None}
+
+
+def calibration(runs: list[dict], summary: dict) -> dict:
+    """The benchmark's four calibration figures (means over seeds) and whether each holds."""
+    c: dict = {}
+    so, orc, st = (summary.get(m, {}).get("target_miou") for m in ("source_only", "oracle", "self_training"))
+    src = summary.get("source_only", {}).get("source_val_miou")
+    if src:
+        c["source_val_miou"] = {"value": src["mean"], "target": f">= {CALIBRATION['source_val_min']}",
+                                "holds": src["mean"] >= CALIBRATION["source_val_min"]}
+    if orc:
+        c["oracle_miou"] = {"value": orc["mean"], "target": f">= {CALIBRATION['oracle_min']}",
+                            "holds": orc["mean"] >= CALIBRATION["oracle_min"]}
+    if so and orc:
+        lo, hi = CALIBRATION["ratio"]
+        r = so["mean"] / orc["mean"]
+        c["source_only_over_oracle"] = {"value": r, "target": f"{lo} .. {hi}", "holds": lo <= r <= hi}
+    if so and orc and st:
+        g = (st["mean"] - so["mean"]) / (orc["mean"] - so["mean"]) if orc["mean"] != so["mean"] else float("nan")
+        c["self_training_gap_closed"] = {"value": g, "target": f">= {CALIBRATION['gap_closed_min']}",
+                                         "holds": g >= CALIBRATION["gap_closed_min"]}
+    stds = {m: s["target_miou"]["std"] for m, s in summary.items() if "target_miou" in s and s["target_miou"]["n"] > 1}
+    if stds:
+        c["max_target_miou_std"] = {"value": max(stds.values()), "target": f"<= {CALIBRATION['std_max']}",
+                                    "holds": max(stds.values()) <= CALIBRATION["std_max"]}
+    return c
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+# ----------------------------------------------------------------------------------------------
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _ms(s: dict | None, scale: float = 100.0, digits: int = 1) -> str:
+    if s is None:
+        return "-"
+    if s["n"] == 1:
+        return f"{scale * s['mean']:.{digits}f}"
+    return f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
+
+
+def report(doc: dict) -> str:
+    """The Markdown the README's Results section holds, entirely from ``doc`` (the JSON)."""
+    runs, summary = doc["runs"], doc["summary"]
+    b = doc["benchmark"]
+    seeds = sorted({r["seed"] for r in runs})
+    lines = [f"Synthetic benchmark version {b['version']} ({b['sizes']['source']} source, {b['sizes']['target']} "
+             f"target train, {b['sizes']['val']} target val images at {b['image_size'][0]}x{b['image_size'][1]}), "
+             f"`{b['config']}` config, seeds {', '.join(map(str, seeds))}; "
+             f"mean ± std over the seeds (sample std). Produced by:", "",
+             "```bash", doc.get("command", "python bench/adaptation.py"), "```", "",
+             "| mode | iterations | target val mIoU | held-out source mIoU | pseudo-labels raw -> refined | "
+             "noise AUROC (max-softmax) | median step (s) | peak RSS (MB) | wall per run (min) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for mode, s in summary.items():
+        its = sorted({r.get("iters") for r in runs if r["mode"] == mode}, key=str)
+        start = " (warm start: source_only)" if mode in ADAPT_MODES and b.get("warm_start") else ""
+        pl = (f"{_ms(s.get('pl_raw_miou'))} -> {_ms(s.get('pl_refined_miou'))}" if "pl_raw_miou" in s
+              else (f"teacher {_ms(s.get('teacher_miou'))}" if "teacher_miou" in s else "-"))
+        auroc = (f"{_ms(s.get('noise_auroc'))} ({_ms(s.get('softmax_auroc'))})" if "noise_auroc" in s else "-")
+        walls = ", ".join(f"{r['wall_s'] / 60:.1f}" for r in runs if r["mode"] == mode and r.get("wall_s"))
+        lines.append(f"| {mode} | {', '.join(map(str, its))}{start} | {_ms(s.get('target_miou'))} | "
+                     f"{_ms(s.get('source_val_miou'))} | {pl} | {auroc} | {_ms(s.get('step_s'), 1, 3)} | "
+                     f"{_ms(s.get('peak_rss_mb'), 1, 0)} | {walls} |")
+    sig = doc.get("significance", {})
+    if sig:
+        lines += ["", "Differences in target val mIoU (per-seed differences; a gain or loss only when their "
+                  "mean exceeds twice their std):", ""]
+        for name, s in sig.items():
+            diffs = ", ".join(f"{100 * d:+.1f}" for d in s["differences"])
+            lines.append(f"- {name.replace('_minus_', ' - ')}: {100 * s['mean']:+.1f} ± {100 * s['std']:.1f} "
+                         f"({diffs}): **{s['verdict']}**")
+    cal = doc.get("calibration", {})
+    if cal:
+        lines += ["", "Calibration (DESIGN.md section 4):", ""]
+        names = {"source_val_miou": "source_only on held-out source images",
+                 "oracle_miou": "oracle on target val",
+                 "source_only_over_oracle": "source_only / oracle",
+                 "self_training_gap_closed": "share of the source_only -> oracle gap that self_training closes",
+                 "max_target_miou_std": "largest std of a mode's target mIoU"}
+        for k, c in cal.items():
+            v = f"{c['value']:.2f}" if k in ("source_only_over_oracle", "self_training_gap_closed") \
+                else f"{100 * c['value']:.1f}"
+            t = c["target"]
+            if k not in ("source_only_over_oracle", "self_training_gap_closed"):
+                t = " ".join(f"{100 * float(x):g}" if x.replace(".", "").isdigit() else x for x in t.split())
+            lines.append(f"- {names[k]}: {v} (target {t}): {'holds' if c['holds'] else '**misses**'}")
+    pc = doc.get("per_class", {})
+    if pc:
+        modes = [m for m in ("source_only", "self_training", "prn", "oracle") if m in pc]
+        lines += ["", "Per-class IoU on target val (mean over the seeds):", "",
+                  "| class | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
+        for cls in next(iter(pc.values())):
+            lines.append(f"| {cls} | " + " | ".join(_pct(pc[m].get(cls)) for m in modes) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def finish(doc: dict) -> dict:
+    runs = doc["runs"]
+    doc["summary"] = summarise(runs)
+    doc["significance"] = {}
+    for a, b in COMPARISONS:
+        s = significance(per_metric(runs, a, "target_miou"), per_metric(runs, b, "target_miou"))
+        if s:
+            doc["significance"][f"{a}_minus_{b}"] = s
+    doc["calibration"] = calibration(runs, doc["summary"])
+    per_class: dict = {}
+    for mode in doc["summary"]:
+        rs = [r["per_class_iou"] for r in runs if r["mode"] == mode and r.get("per_class_iou")]
+        if rs:
+            per_class[mode] = {c: (sum(r[c] for r in rs) / len(rs) if all(r.get(c) is not None for r in rs) else None)
+                               for c in rs[0]}
+    doc["per_class"] = per_class
+    return doc
+
+
+def write_json(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def update_readme(readme: Path, text: str) -> None:
+    """Replace what lies between the README's result markers with ``text``."""
+    body = readme.read_text()
+    if README_BEGIN not in body or README_END not in body:
+        raise SystemExit(f"{readme}: has no '{README_BEGIN}' ... '{README_END}' markers; add them where the "
+                         f"results belong")
+    head, rest = body.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    tmp = readme.with_name(f".{readme.name}.tmp")
+    tmp.write_text(head + README_BEGIN + "\n" + text + README_END + tail)
+    os.replace(tmp, readme)
+
+
+# ----------------------------------------------------------------------------------------------
+# runs
+# ----------------------------------------------------------------------------------------------
+
+def run_one(mode: str, seed: int, args, data: Path, held_out: Path, out: Path) -> dict:
+    run_dir = out / f"seed{seed}" / mode
+    done = run_dir / "run.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    source_root, kind = (data / "cityscapes", "cityscapes") if mode == "oracle" else (data / "gta", None)
+    sets = [f"data.source.root={source_root}", f"data.target.root={data / 'cityscapes'}",
+            f"uda.mode={'source_only' if mode == 'oracle' else mode}", f"train.seed={seed}",
+            f"train.threads={args.threads}", "train.eval_every=0"]
+    if kind:
+        sets += [f"data.source.kind={kind}", "data.source.resize=[512,256]"]
+    sets += args.overrides
+    iters = args.adapt_iters if mode in ADAPT_MODES and args.adapt_iters else args.iters
+    if iters:
+        sets.append(f"train.iters={iters}")
+    if args.warm_start and mode in ADAPT_MODES:
+        ckpt = out / f"seed{seed}" / "source_only" / "last.pt" if args.warm_start == "source_only" else Path(args.warm_start)
+        sets.append(f"train.init_from={ckpt}")
+    train = ["train", "--config", args.config, "--out", str(run_dir), *[a for s in sets for a in ("--set", s)]]
+    if (run_dir / "last.pt").exists():
+        train.append("--resume")
+    t0 = time.perf_counter()
+    sh(train)
+    wall = time.perf_counter() - t0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    ckpt = str(run_dir / "last.pt")
+    sh(["eval", ckpt, "--data", str(data / "cityscapes"), "--json", str(run_dir / "eval.json"), "--no-progress"])
+    m = json.loads((run_dir / "eval.json").read_text())
+    sh(["eval", ckpt, "--data", str(held_out / "gta"), "--kind", "gta", "--split", "all",
+        "--json", str(run_dir / "eval_source.json"), "--no-progress"])
+    src = json.loads((run_dir / "eval_source.json").read_text())
+    row = {"mode": mode, "seed": seed, "iters": summary.get("step"), "target_miou": m["miou"],
+           "source_val_miou": src["miou"], "step_s": summary.get("median_step_seconds"),
+           "peak_rss_mb": summary.get("peak_rss_mb"), "wall_s": wall, "per_class_iou": m["per_class_iou"]}
+    pl = m.get("pseudo_labels")
+    if pl:
+        row.update(pl_raw_miou=pl["raw"]["miou"], pl_refined_miou=pl["refined"]["miou"],
+                   noise_auroc=pl["noise_detector"]["auroc"], softmax_auroc=pl["confidence_baseline"]["auroc"])
+    if mode in ADAPT_MODES:
+        sh(["eval", ckpt, "--data", str(data / "cityscapes"), "--weights", "teacher",
+            "--json", str(run_dir / "eval_teacher.json"), "--no-progress"])
+        row["teacher_miou"] = json.loads((run_dir / "eval_teacher.json").read_text())["miou"]
+    write_json(done, row)
+    return row
+
+
+def parse_args(argv=None):
+    from prnseg.training.data.synthetic import SYNTH_VERSION
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/adaptation")
     ap.add_argument("--data", default=None, help="synthetic benchmark root (default: OUT/data, written if missing)")
-    ap.add_argument("--iters", type=int, default=None, help="iterations per mode (default: the synthetic config's)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--version", type=int, default=SYNTH_VERSION,
+                    help=f"synthetic generator version (default {SYNTH_VERSION})")
+    ap.add_argument("--config", default="synthetic", help="training config for every mode (default synthetic)")
+    ap.add_argument("--iters", type=int, default=None, help="iterations per mode (default: the config's)")
+    ap.add_argument("--seeds", default="0", help="comma list of training seeds, e.g. 0,1,2 (default 0)")
     ap.add_argument("--modes", default=",".join(MODES),
                     help="comma list of source_only, self_training, prn, oracle (target-trained upper bound)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides for every mode")
+    ap.add_argument("--holdout-images", type=int, default=100, metavar="N",
+                    help="held-out source images the source mIoU is measured on (default 100)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = default)")
-    ap.add_argument("--warm-start", default=None, metavar="CKPT",
-                    help="start self_training and prn from this checkpoint's student (e.g. a source_only run's "
-                         "last.pt; 'source_only' = this run's own source_only result)")
+    ap.add_argument("--warm-start", default="source_only", metavar="CKPT",
+                    help="start self_training and prn from this checkpoint's student ('source_only' (default) = "
+                         "the same seed's source_only result of this run, 'none' = from scratch)")
     ap.add_argument("--adapt-iters", type=int, default=None,
                     help="iterations of self_training / prn (default: --iters)")
-    args = ap.parse_args()
+    ap.add_argument("--json", default=None, metavar="FILE", help="write the runs and summary here "
+                    "(default OUT/adaptation.json)")
+    ap.add_argument("--readme", default=None, metavar="README.md",
+                    help="rewrite the README's results section (between its markers) from the JSON")
+    ap.add_argument("--from-json", default=None, metavar="FILE",
+                    help="train nothing: report (and with --readme, write) from a JSON this script wrote")
+    args = ap.parse_args(argv)
+    if args.warm_start == "none":
+        args.warm_start = None
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.from_json:
+        doc = finish(json.loads(Path(args.from_json).read_text()))
+        text = report(doc)
+        print(text)
+        if args.readme:
+            update_readme(Path(args.readme), text)
+            print(f"wrote the results section of {args.readme}")
+        return 0
 
     out = Path(args.out)
     data = Path(args.data) if args.data else out / "data"
-    ensure_benchmark(data, ["--seed", str(args.seed)])
-    results = {}
-    for mode in args.modes.split(","):
-        run_dir = out / mode
-        sets = [f"data.source.root={data / 'gta'}", f"data.target.root={data / 'cityscapes'}",
-                f"uda.mode={mode}", f"train.seed={args.seed}", f"train.threads={args.threads}",
-                "train.eval_every=0", *args.overrides]
-        if mode == "oracle":
-            sets[0] = f"data.source.root={data / 'cityscapes'}"
-            sets[2] = "uda.mode=source_only"
-            sets += ["data.source.kind=cityscapes", "data.source.resize=[512,256]"]
-        iters = args.adapt_iters if mode in ("self_training", "prn") and args.adapt_iters else args.iters
-        if iters:
-            sets.append(f"train.iters={iters}")
-        if args.warm_start and mode in ("self_training", "prn"):
-            ckpt = out / "source_only" / "last.pt" if args.warm_start == "source_only" else Path(args.warm_start)
-            sets.append(f"train.init_from={ckpt}")
-        train = ["train", "--config", "synthetic", "--out", str(run_dir), *[a for s in sets for a in ("--set", s)]]
-        if (run_dir / "last.pt").exists():
-            train.append("--resume")
-        t0 = time.perf_counter()
-        sh(train)
-        wall = time.perf_counter() - t0
-        summary = json.loads((run_dir / "summary.json").read_text())
-        summary.setdefault("wall_seconds", wall)
-        sh(["eval", str(run_dir / "last.pt"), "--data", str(data / "cityscapes"), "--json", str(run_dir / "eval.json")])
-        metrics = json.loads((run_dir / "eval.json").read_text())
-        if mode == "self_training":
-            sh(["eval", str(run_dir / "last.pt"), "--data", str(data / "cityscapes"), "--weights", "teacher",
-                "--json", str(run_dir / "eval_teacher.json")])
-            metrics["teacher_miou"] = json.loads((run_dir / "eval_teacher.json").read_text())["miou"]
-        if mode == "source_only":
-            # the same model on unseen source-style images: how well the source itself is learnt
-            held_out = out / "source_holdout"
-            ensure_benchmark(held_out, ["--seed", str(args.seed + 1), "--source", "100", "--target", "1", "--val", "0"])
-            sh(["eval", str(run_dir / "last.pt"), "--data", str(held_out / "gta"), "--kind", "gta", "--split", "all",
-                "--json", str(run_dir / "eval_source.json")])
-            metrics["source_holdout_miou"] = json.loads((run_dir / "eval_source.json").read_text())["miou"]
-        results[mode] = {"summary": summary, "metrics": metrics}
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not seeds:
+        raise SystemExit(f"--modes: unknown {', '.join(unknown)}; choose from {', '.join(MODES)}" if unknown
+                         else "--seeds: give at least one seed, e.g. 0,1,2")
+    if args.warm_start == "source_only" and "source_only" not in modes and any(m in ADAPT_MODES for m in modes):
+        modes.insert(0, "source_only")     # the warm start of the adaptation modes
+    json_path = Path(args.json) if args.json else out / "adaptation.json"
 
-    lines = ["| mode | target val mIoU | pseudo-labels raw -> refined mIoU | noise mask P / R / AUROC | "
-             "max-softmax baseline AUROC | median step (s) | peak RSS (MB) |",
-             "|---|---|---|---|---|---|---|"]
-    for mode, r in results.items():
-        m, s = r["metrics"], r["summary"]
-        pl = m.get("pseudo_labels")
-        if pl:
-            nd, cb = pl["noise_detector"], pl["confidence_baseline"]
-            plq = f"{pct(pl['raw']['miou'])} -> {pct(pl['refined']['miou'])}"
-            noise = f"{pct(nd['precision'])} / {pct(nd['recall'])} / {pct(nd['auroc'])}"
-            base = pct(cb["auroc"])
-        else:
-            plq = f"{pct(m['teacher_miou'])} (teacher)" if "teacher_miou" in m else "-"
-            noise = base = "-"
-        lines.append(f"| {mode} | {pct(m['miou'])} | {plq} | {noise} | {base} | "
-                     f"{s['median_step_seconds']:.3f} | {s['peak_rss_mb']:.0f} |")
-    if "source_holdout_miou" in results.get("source_only", {}).get("metrics", {}):
-        lines.append(f"\nsource_only on held-out source images: {pct(results['source_only']['metrics']['source_holdout_miou'])} mIoU")
-    table = "\n".join(lines)
-    print("\n" + table)
-    if "prn" in results and "self_training" in results:
-        ratio = results["prn"]["summary"]["median_step_seconds"] / results["self_training"]["summary"]["median_step_seconds"]
-        print(f"\nstep-time ratio prn / self_training: {ratio:.2f} (target <= 1.35)")
-        results["step_time_ratio_prn_over_self_training"] = ratio
-    if "prn" in results and "source_only" in results:
-        gain = results["prn"]["metrics"]["miou"] - results["source_only"]["metrics"]["miou"]
-        print(f"prn - source_only: {100 * gain:+.1f} mIoU (target >= +10)")
-    if "prn" in results and "self_training" in results:
-        gain = results["prn"]["metrics"]["miou"] - results["self_training"]["metrics"]["miou"]
-        print(f"prn - self_training: {100 * gain:+.1f} mIoU (target >= +1)")
-    (out / "adaptation.json").write_text(json.dumps(results, indent=2))
-    (out / "adaptation.md").write_text(table + "\n")
-    print(f"\nwrote {out / 'adaptation.json'} and {out / 'adaptation.md'}")
+    ensure_benchmark(data, ["--seed", "0"], args.version)
+    held_out = out / "source_holdout"
+    ensure_benchmark(held_out, ["--seed", "1", "--source", str(args.holdout_images), "--target", "1", "--val", "0"], args.version)
+    meta = json.loads((data / "synth.json").read_text())
+    command = "python bench/adaptation.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
+                                                                                  else sys.argv[1:]))
+    doc = {"benchmark": {"version": meta["version"], "sizes": meta["counts"], "image_size": meta["size"],
+                         "data_seed": meta["seed"], "config": args.config, "overrides": args.overrides,
+                         "iters": args.iters, "adapt_iters": args.adapt_iters, "warm_start": args.warm_start},
+           "command": command, "runs": []}
+    for seed in seeds:
+        for mode in modes:
+            doc["runs"].append(run_one(mode, seed, args, data, held_out, out))
+            write_json(json_path, finish(doc))
+    doc = finish(doc)
+    write_json(json_path, doc)
+    text = report(doc)
+    print("\n" + text)
+    print(f"wrote {json_path}")
+    if args.readme:
+        update_readme(Path(args.readme), text)
+        print(f"wrote the results section of {args.readme}")
     return 0
 
 

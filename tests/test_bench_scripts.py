@@ -85,3 +85,83 @@ def test_prn_variants_script_scores_a_uda_variant_and_the_target_label_bound(prn
     bad = subprocess.run([sys.executable, str(ROOT / "bench" / "prn_variants.py"), "--checkpoint", str(prn_checkpoint),
                           "--data", str(synth_root), "--variants", "target_label"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown variant part(s) target_label" in bad.stderr
+
+
+def test_adaptation_significance_rule_on_hand_made_numbers():
+    adaptation = _load("adaptation")
+    # consistent +2 over three seeds: mean 2.0 > 2 * std 0.1
+    s = adaptation.significance({0: 0.52, 1: 0.53, 2: 0.51}, {0: 0.50, 1: 0.509, 2: 0.491})
+    assert s["verdict"] == "gain" and abs(s["mean"] - 0.02) < 1e-9 and s["seeds"] == [0, 1, 2]
+    # a large mean that one seed contradicts is not a gain
+    s = adaptation.significance({0: 0.60, 1: 0.50, 2: 0.56}, {0: 0.50, 1: 0.52, 2: 0.50})
+    assert s["mean"] > 0 and s["verdict"] == "not significant"
+    # a consistent drop is a loss; one seed is never significant
+    assert adaptation.significance({0: 0.40, 1: 0.41}, {0: 0.45, 1: 0.455})["verdict"] == "loss"
+    assert adaptation.significance({0: 0.9}, {0: 0.1})["verdict"] == "not significant"
+    assert adaptation.significance({0: 0.9}, {1: 0.1}) is None
+    st = adaptation.mean_std([1.0, 2.0, 3.0])
+    assert st["mean"] == 2.0 and abs(st["std"] - 1.0) < 1e-12
+
+
+def _hand_made_runs():
+    runs = []
+    for seed, (so, st, orc, src) in enumerate([(0.40, 0.50, 0.70, 0.80), (0.41, 0.52, 0.71, 0.79),
+                                               (0.39, 0.51, 0.69, 0.81)]):
+        pc = {"road": so, "pole": None}
+        runs += [{"mode": "source_only", "seed": seed, "iters": 10, "target_miou": so, "source_val_miou": src,
+                  "step_s": 0.2, "peak_rss_mb": 500.0, "wall_s": 60.0, "per_class_iou": pc},
+                 {"mode": "self_training", "seed": seed, "iters": 5, "target_miou": st, "source_val_miou": src,
+                  "teacher_miou": st, "step_s": 0.4, "peak_rss_mb": 600.0, "wall_s": 90.0,
+                  "per_class_iou": {"road": st, "pole": 0.1}},
+                 {"mode": "oracle", "seed": seed, "iters": 10, "target_miou": orc, "source_val_miou": 0.3,
+                  "step_s": 0.2, "peak_rss_mb": 500.0, "wall_s": 60.0, "per_class_iou": {"road": orc, "pole": 0.2}}]
+    return runs
+
+
+def test_adaptation_summary_calibration_and_readme_section(tmp_path):
+    adaptation = _load("adaptation")
+    doc = adaptation.finish({"benchmark": {"version": 3, "sizes": {"source": 5, "target": 5, "val": 2},
+                                           "image_size": [512, 256], "config": "synthetic", "warm_start": "source_only"},
+                             "command": "python bench/adaptation.py --seeds 0,1,2", "runs": _hand_made_runs()})
+    s = doc["summary"]
+    assert set(s) == {"source_only", "self_training", "oracle"}
+    assert abs(s["source_only"]["target_miou"]["mean"] - 0.40) < 1e-9 and s["source_only"]["target_miou"]["n"] == 3
+    assert "pl_raw_miou" not in s["source_only"]                     # absent metrics are omitted
+    cal = doc["calibration"]
+    assert cal["oracle_miou"]["holds"] and cal["source_val_miou"]["holds"]
+    assert abs(cal["source_only_over_oracle"]["value"] - 0.40 / 0.70) < 1e-9 and cal["source_only_over_oracle"]["holds"]
+    assert abs(cal["self_training_gap_closed"]["value"] - (0.51 - 0.40) / (0.70 - 0.40)) < 1e-9
+    assert doc["significance"]["self_training_minus_source_only"]["verdict"] == "gain"
+    assert doc["per_class"]["source_only"]["pole"] is None and abs(doc["per_class"]["oracle"]["pole"] - 0.2) < 1e-9
+    text = adaptation.report(doc)
+    assert "| self_training |" in text and "51.0 ± 1.0" in text and "**gain**" in text and "| pole |" in text
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{adaptation.README_BEGIN}\nold numbers\n{adaptation.README_END}\noutro\n")
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "adaptation.py"), "--from-json", str(tmp_path / "a.json"),
+                           "--readme", str(readme)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    body = readme.read_text()
+    assert "old numbers" not in body and body.startswith("intro\n") and body.endswith("outro\n")
+    assert text in body
+
+
+def test_adaptation_script_writes_runs_with_source_and_target_miou(synth_root, tmp_path):
+    out = tmp_path / "adapt"
+    json_path = tmp_path / "a.json"
+    sets = ["data.source.resize=[256,128]", "data.target.resize=[256,128]", "data.val.resize=[256,128]",
+            "data.crop=[128,128]", "data.workers=0", "train.checkpoint_every=1"]
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "adaptation.py"), "--out", str(out), "--data",
+                           str(synth_root), "--modes", "source_only,oracle", "--seeds", "0", "--iters", "2",
+                           "--holdout-images", "2", "--json", str(json_path),
+                           *[a for s in sets for a in ("--set", s)]], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    doc = json.loads(json_path.read_text())
+    assert doc["benchmark"]["version"] == SYNTH_VERSION and doc["benchmark"]["sizes"]["val"] == 4
+    assert [(r["mode"], r["seed"]) for r in doc["runs"]] == [("source_only", 0), ("oracle", 0)]
+    for r in doc["runs"]:
+        assert 0 <= r["target_miou"] <= 1 and 0 <= r["source_val_miou"] <= 1 and r["iters"] == 2
+        assert r["step_s"] > 0 and r["peak_rss_mb"] > 0 and r["wall_s"] > 0
+    assert set(doc["summary"]["oracle"]["target_miou"]) == {"mean", "std", "n"}
+    assert (out / "seed0" / "oracle" / "run.json").exists()
+    assert "| oracle |" in proc.stdout

@@ -43,13 +43,15 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by prnseg train (e.g. runs/x/last.pt)")
     p.add_argument("--data", required=True, metavar="ROOT", help="root of the labelled dataset to evaluate on")
     p.add_argument("--kind", default=None, help="dataset layout (default: the checkpoint's val dataset kind)")
-    p.add_argument("--split", default="val")
+    p.add_argument("--split", default="val",
+                   help="split to score: train, val (default) or all (every image of a folder or GTA5 layout)")
     p.add_argument("--weights", choices=("student", "teacher"), default="student",
                    help="which network to score (the reference evaluates the student)")
     p.add_argument("--classes", default="all", help="class subset for mIoU: all, synthia16, synthia13")
     p.add_argument("--max-images", type=int, default=0, help="evaluate only the first N images (0 = all)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the metrics as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -58,7 +60,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     metrics = evaluate_checkpoint(args.checkpoint, args.data, kind=args.kind, split=args.split,
                                   weights=args.weights, classes=args.classes, max_images=args.max_images,
-                                  device=args.device)
+                                  device=args.device, progress=not args.no_progress)
     print(format_metrics(metrics))
     if args.json:
         atomic_write_bytes(args.json, (json.dumps(metrics, indent=2) + "\n").encode())

@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="target is a night domain in the Dark Zurich layout instead of Cityscapes")
     parser.add_argument("--gap", type=float, default=1.0,
                         help="strength of the appearance gap, 0 (none) .. 2 (default 1.0, calibrated)")
+    parser.add_argument("--version", type=int, default=None, metavar="V",
+                        help="generator version: 3 (default, the calibrated benchmark) or 2 (reproduces the "
+                             "numbers measured on it)")
     parser.add_argument("--preview", default=None, metavar="SHEET.png",
                         help="also write a contact sheet of source and target images with their labels")
     parser.add_argument("--workers", type=int, default=_default_workers(), metavar="K",
@@ -54,15 +57,17 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     size = parse_size(args.size)
-    from prnseg.training.data.synthetic import write_benchmark
+    from prnseg.training.data.synthetic import SYNTH_VERSION, write_benchmark
 
     info = write_benchmark(args.out, args.source, args.target, args.val, size=size, seed=args.seed,
                            night=args.night, preview=args.preview, workers=args.workers,
-                           progress=True, gap=args.gap, overwrite=args.overwrite)
+                           progress=True, gap=args.gap, overwrite=args.overwrite,
+                           version=SYNTH_VERSION if args.version is None else args.version)
     c = info["counts"]
     w, h = info["size"]
     tname = "Dark Zurich night" if info["night"] else "Cityscapes"
-    print(f"wrote the synthetic benchmark to {info['out']} ({w}x{h}, seed {info['seed']}, gap {info['gap']:g})")
+    print(f"wrote the synthetic benchmark to {info['out']} ({w}x{h}, seed {info['seed']}, gap {info['gap']:g}, "
+          f"generator version {info['version']})")
     print(f"  source  {info['layouts']['source']}  GTA5 layout: {c['source']} images + labelIds "
           f"({info['classes_present']['source/train']}/19 classes)")
     tkey = "night" if info["night"] else "target"

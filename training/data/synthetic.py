@@ -49,7 +49,8 @@ from prnseg.serve.labels import (
     trainid_to_labelid,
 )
 
-SYNTH_VERSION = 2
+SYNTH_VERSION = 3
+SYNTH_VERSIONS = (2, 3)
 SYNTH_FORMAT = "prnseg-synthetic"
 DOMAINS = ("source", "target", "night")
 MIN_SIZE = (32, 16)
@@ -271,6 +272,45 @@ TARGET_LAYOUT = Layout(
 
 
 @dataclass(frozen=True)
+class Geometry:
+    """What a generator version changes in scene geometry, for both domains alike.
+
+    Version 3 puts the benchmark in the paper's regime for a small CPU model: people, two-wheelers
+    and street furniture stand nearer (v2 drew them up to 35-110 m away, where a person is a few
+    pixels tall and a pole under a pixel wide, so even a target-trained model never learnt them),
+    signs and traffic lights are larger, and no stroke is thinner than ``min_stroke_px``.
+    """
+
+    person_far: float                  # people stand at most this far (metres)
+    rider_far: float
+    parked_bike_far: float
+    furniture_far: float               # poles, signs, traffic lights, street lamps
+    tree_far: float
+    lane_far: float                    # moving vehicles
+    parked_far: float
+    furniture_spacing: tuple[float, float]
+    furniture_scale: float             # size of signs, traffic lights and plain poles
+    stroke_scale: float                # width multiplier of every thin part
+    min_stroke_px: float
+
+
+GEOMETRY = {
+    2: Geometry(person_far=40, rider_far=35, parked_bike_far=25, furniture_far=110, tree_far=100, lane_far=120,
+                parked_far=90, furniture_spacing=(10, 28), furniture_scale=1.0, stroke_scale=1.0, min_stroke_px=1.0),
+    3: Geometry(person_far=22, rider_far=20, parked_bike_far=16, furniture_far=45, tree_far=70, lane_far=80,
+                parked_far=60, furniture_spacing=(7, 16), furniture_scale=1.5, stroke_scale=1.6, min_stroke_px=2.0),
+}
+
+
+def geometry(version: int) -> Geometry:
+    try:
+        return GEOMETRY[int(version)]
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"unknown synthetic generator version {version!r}; "
+                          f"choose one of {', '.join(map(str, SYNTH_VERSIONS))}") from None
+
+
+@dataclass(frozen=True)
 class DomainStyle:
     """A domain: its name, the appearance-gap strength, its look and its scene statistics."""
 
@@ -438,8 +478,10 @@ def _shade(color, k: float) -> RGB:
 class _Scene:
     """Samples and draws one street scene (layout and appearance share one random stream)."""
 
-    def __init__(self, rng: np.random.Generator, size: tuple[int, int], style: DomainStyle):
+    def __init__(self, rng: np.random.Generator, size: tuple[int, int], style: DomainStyle,
+                 geom: Geometry = GEOMETRY[SYNTH_VERSION]):
         self.rng = rng
+        self.g = geom
         self.look = style.look
         self.lay = style.layout
         self.night = style.look.lamps > 0.5
@@ -531,11 +573,15 @@ class _Scene:
                         _shade(color, self.side_factor(1.0) * (1 - 0.3 * fs)), cls, 0.5 * (z0 + z1))
         self.p.poly([P(x0, y0, z0), P(x1, y0, z0), P(x1, y1, z0), P(x0, y1, z0)], color, cls, z0)
 
-    def sprite(self, x, z):
+    def sprite(self, x, z, scale: float = 1.0):
         """A camera-facing billboard at ground point (x, z): returns a metres -> pixels map."""
         u0, v0 = self.cam.p(x, 0.0, z)
-        s = self.cam.f / z
+        s = self.cam.f / z * scale
         return lambda a, b: (u0 + a * s, v0 - b * s), s
+
+    def px(self, width: float, s: float) -> float:
+        """Stroke width in pixels of a part ``width`` metres wide at ``s`` pixels per metre."""
+        return max(width * s * self.g.stroke_scale, self.g.min_stroke_px)
 
     # the scene ----------------------------------------------------------------------------
     def draw(self) -> None:
@@ -828,7 +874,7 @@ class _Scene:
             if parked[side]:
                 lanes = [x for x in lanes if abs(x - side * rh) > 2.0] or lanes
                 z = self.u(4, 12)
-                while z < 90:
+                while z < self.g.parked_far:
                     if self.rng.random() < 0.7:
                         x = side * (rh - 1.15)
                         self.add(z, lambda x=x, z=z: self.car(x, z, toward=False))
@@ -842,7 +888,7 @@ class _Scene:
             if x == tram_lane:
                 continue
             z = self.u(3, 25) + self.rng.exponential(5.0 / lay.lane_density)
-            while z < 120:
+            while z < self.g.lane_far:
                 kind = self.rng.random()
                 length = 4.5
                 xx = x + self.u(-0.3, 0.3)
@@ -864,19 +910,19 @@ class _Scene:
             if self.zebra_z is not None and self.rng.random() < 0.25:
                 x, z = self.u(-rh, rh), self.zebra_z + self.u(0.3, 2.7)
             else:
-                x, z = side * (rh + self.u(0.5, self.sw - 0.3)), self.u(3, 40)
+                x, z = side * (rh + self.u(0.5, self.sw - 0.3)), self.u(3, self.g.person_far)
             group = 1 if self.rng.random() < 0.7 else int(self.rng.integers(2, 4))
             for g in range(group):
                 xx, zz = x + g * self.u(0.5, 0.8), z + self.u(-0.5, 0.5)
                 self.add(zz, lambda xx=xx, zz=zz: self.person(xx, zz))
         for _ in range(int(self.rng.integers(lay.riders[0], lay.riders[1] + 1))):
             side = 1.0 if self.rng.random() < 0.75 else -1.0
-            x, z = side * (rh - self.u(0.6, 1.6)), self.u(4, 35)
+            x, z = side * (rh - self.u(0.6, 1.6)), self.u(4, self.g.rider_far)
             moto = self.rng.random() < 0.45
             self.add(z, lambda x=x, z=z, m=moto: self.two_wheeler(x, z, m, rider=True))
         for _ in range(int(self.rng.integers(lay.parked_bikes[0], lay.parked_bikes[1] + 1))):
             side = self.pick((-1.0, 1.0))
-            x, z = side * (self.xs - self.u(0.4, 1.0)), self.u(3, 25)
+            x, z = side * (self.xs - self.u(0.4, 1.0)), self.u(3, self.g.parked_bike_far)
             moto = self.rng.random() < 0.4
             self.add(z, lambda x=x, z=z, m=moto: self.two_wheeler(x, z, m, rider=False))
 
@@ -884,7 +930,7 @@ class _Scene:
         rh, xs = self.road_half, self.xs
         for side in (-1.0, 1.0):
             z = self.u(3, 15)
-            while z < 110:
+            while z < self.g.furniture_far:
                 kind = self.rng.random()
                 x = side * (rh + 0.5)
                 if kind < 0.3:
@@ -895,11 +941,11 @@ class _Scene:
                     self.add(z, lambda x=x, z=z: self.traffic_light_pole(x, z))
                 else:
                     self.add(z, lambda x=x, z=z: self.plain_pole(x, z))
-                z += self.u(10, 28)
+                z += self.u(*self.g.furniture_spacing)
             if self.rng.random() < self.lay.p_street_trees:
                 z = self.u(4, 12)
                 spacing = self.u(8, 16)
-                while z < 100:
+                while z < self.g.tree_far:
                     x = side * (xs - self.u(0.6, 1.0))
                     self.add(z, lambda x=x, z=z: self.tree(x, z, self.u(5, 9)))
                     z += spacing
@@ -908,7 +954,7 @@ class _Scene:
         look = self.look
         m, s = self.sprite(x, z)
         trunk_h = hgt * self.u(0.3, 0.45)
-        self.p.bar(m(0, 0), m(0, trunk_h + 0.5), max(0.3 * s, 1.0), self.jit(look.trunk), VEGETATION, z)
+        self.p.bar(m(0, 0), m(0, trunk_h + 0.5), self.px(0.3, s), self.jit(look.trunk), VEGETATION, z)
         col = self.jit(look.vegetation)
         r = self.u(0.22, 0.35) * hgt
         cy = trunk_h + r * 0.8
@@ -918,18 +964,19 @@ class _Scene:
             self.p.ellipse(m(d * math.cos(a), cy + 0.8 * d * math.sin(a)), (rr * s, rr * s * self.u(0.8, 1.0)),
                            _shade(col, self.u(0.8, 1.15)), VEGETATION, z)
 
-    def _pole(self, x, z, hgt, width=0.16):
-        m, s = self.sprite(x, z)
-        self.p.bar(m(0, 0), m(0, hgt), max(width * s, 1.0), self.jit(self.look.pole, 0.05), POLE, z)
+    def _pole(self, x, z, hgt, width=0.16, scale: float = 1.0):
+        m, s = self.sprite(x, z, scale)
+        self.p.bar(m(0, 0), m(0, hgt), self.px(width, s), self.jit(self.look.pole, 0.05), POLE, z)
         return m, s
 
     def plain_pole(self, x, z) -> None:
-        self._pole(x, z, self.u(1.0, 4.0) if self.rng.random() < 0.5 else self.u(0.8, 1.1), 0.12)
+        self._pole(x, z, self.u(1.0, 4.0) if self.rng.random() < 0.5 else self.u(0.8, 1.1), 0.12,
+                   self.g.furniture_scale)
 
     def sign_pole(self, x, z) -> None:
         look = self.look
         hgt = self.u(2.4, 3.4)
-        m, s = self._pole(x, z, hgt, 0.08)
+        m, s = self._pole(x, z, hgt, 0.08, self.g.furniture_scale)
         face = self.jit(self.pick(look.sign_faces), 0.05)
         inner = self.jit(look.sign_inner, 0.03)
         shape = int(self.rng.integers(4))
@@ -949,7 +996,7 @@ class _Scene:
             d = self.pick((-1, 1))
             pts = [m(0, yc - 0.25), m(d * 1.0, yc - 0.25), m(d * 1.2, yc), m(d * 1.0, yc + 0.25), m(0, yc + 0.25)]
             self.p.poly(pts, face, SIGN, z - 0.05)
-            self.p.bar(m(d * 0.15, yc), m(d * 0.85, yc), max(0.06 * s, 1.0), inner)
+            self.p.bar(m(d * 0.15, yc), m(d * 0.85, yc), self.px(0.06, s), inner)
 
     def _signal_head(self, m, s, xc, yc, z) -> None:
         look = self.look
@@ -965,20 +1012,20 @@ class _Scene:
 
     def traffic_light_pole(self, x, z) -> None:
         hgt = self.u(2.8, 4.5)
-        m, s = self._pole(x, z, hgt, 0.14)
+        m, s = self._pole(x, z, hgt, 0.14, self.g.furniture_scale)
         self._signal_head(m, s, 0.0, hgt - 0.3, z)
         if self.rng.random() < 0.5:           # a mast arm with a second head over the road
             d = -math.copysign(1.0, x) * self.u(2.0, 4.5)
             y = hgt + self.u(0.6, 1.5)
-            self.p.bar(m(0, hgt), m(0, y), max(0.14 * s, 1.0), self.jit(self.look.pole, 0.05), POLE, z)
-            self.p.bar(m(0, y), m(d, y), max(0.1 * s, 1.0), self.jit(self.look.pole, 0.05), POLE, z)
+            self.p.bar(m(0, hgt), m(0, y), self.px(0.14, s), self.jit(self.look.pole, 0.05), POLE, z)
+            self.p.bar(m(0, y), m(d, y), self.px(0.1, s), self.jit(self.look.pole, 0.05), POLE, z)
             self._signal_head(m, s, d, y - 0.55, z)
 
     def street_lamp(self, x, z, side) -> None:
         hgt = self.u(6.0, 9.0)
         m, s = self._pole(x, z, hgt, 0.2)
         d = -side * self.u(1.2, 2.5)
-        self.p.bar(m(0, hgt), m(d, hgt + 0.3), max(0.12 * s, 1.0), self.jit(self.look.pole, 0.05), POLE, z)
+        self.p.bar(m(0, hgt), m(d, hgt + 0.3), self.px(0.12, s), self.jit(self.look.pole, 0.05), POLE, z)
         head = [m(d - 0.35, hgt + 0.15), m(d + 0.35, hgt + 0.15), m(d + 0.3, hgt + 0.4), m(d - 0.3, hgt + 0.4)]
         self.p.poly(head, _shade(self.look.pole, 0.8), POLE, z)
         if self.look.lamps > 0:
@@ -992,7 +1039,7 @@ class _Scene:
         hgt = self.u(1.55, 1.95)
         skin = self.jit(self.pick(look.skins), 0.05)
         shirt, pants = self.jit(self.pick(look.clothes)), self.jit(self.pick(look.clothes))
-        lw = max(0.13 * s, 1.0)
+        lw = self.px(0.13, s)
         hip, sh = 0.5 * hgt, 0.81 * hgt
         if self.rng.random() < 0.5:     # walking, seen from the side
             d = self.pick((-1, 1))
@@ -1000,13 +1047,13 @@ class _Scene:
             for a in (-st, st):
                 self.p.bar(m(0, hip), m(a, 0.03), lw, pants, PERSON, z)
             self.p.poly([m(-0.13, hip), m(0.13, hip), m(0.14, sh), m(-0.14, sh)], shirt, PERSON, z)
-            self.p.bar(m(0, sh - 0.03), m(-d * st * 0.8, hip + 0.02), max(0.09 * s, 1.0), _shade(shirt, 0.9), PERSON, z)
+            self.p.bar(m(0, sh - 0.03), m(-d * st * 0.8, hip + 0.02), self.px(0.09, s), _shade(shirt, 0.9), PERSON, z)
         else:                           # standing, facing toward or away from the camera
             for a in (-0.1, 0.1):
                 self.p.bar(m(a, hip), m(a * 1.2, 0.03), lw, pants, PERSON, z)
             self.p.poly([m(-0.18, hip - 0.03), m(0.18, hip - 0.03), m(0.22, sh), m(-0.22, sh)], shirt, PERSON, z)
             for a in (-1, 1):
-                self.p.bar(m(a * 0.21, sh - 0.03), m(a * 0.25, hip), max(0.09 * s, 1.0), _shade(shirt, 0.9), PERSON, z)
+                self.p.bar(m(a * 0.21, sh - 0.03), m(a * 0.25, hip), self.px(0.09, s), _shade(shirt, 0.9), PERSON, z)
         r = 0.075 * hgt
         self.p.ellipse(m(0, sh + r * 1.05), (r * 0.85 * s, r * s), skin, PERSON, z)
         self.p.ellipse(m(0, sh + r * 1.45), (r * 0.8 * s, r * 0.55 * s), _shade(self.pick(look.clothes), 0.5))
@@ -1022,7 +1069,7 @@ class _Scene:
         d = self.pick((-1, 1))
         if side_view:
             r, half = (0.32, 0.72) if moto else (0.34, 0.52)
-            tw = max((0.1 if moto else 0.05) * s, 1.0)
+            tw = self.px(0.1 if moto else 0.05, s)
             self.p.label_only(_outline(m, d, half, r, 0.98 if moto else 0.9), cls, z)
             for a in (-half, half):
                 self.p.ellipse(m(a * d, r), (r * s, r * s), tyre, cls, z, thickness=tw)
@@ -1030,11 +1077,11 @@ class _Scene:
                 body = [m(-0.62 * d, 0.45), m(0.45 * d, 0.45), m(0.55 * d, 0.85), m(0.1 * d, 0.98),
                         m(-0.2 * d, 0.88), m(-0.72 * d, 0.82)]
                 self.p.poly(body, frame, cls, z)
-                self.p.bar(m(0.5 * d, 0.85), m(0.62 * d, 1.08), max(0.05 * s, 1.0), tyre, cls, z)
+                self.p.bar(m(0.5 * d, 0.85), m(0.62 * d, 1.08), self.px(0.05, s), tyre, cls, z)
                 seat, bars = (-0.2, 0.92), (0.6, 1.08)
             else:
                 bb, seat, head, bars = (0.0, 0.3), (-0.18, 0.9), (0.4, 0.86), (0.44, 1.0)
-                lw = max(0.04 * s, 1.0)
+                lw = self.px(0.04, s)
                 pts = {"r": (-half, r), "f": (half, r), "bb": bb, "s": seat, "h": head}
                 for a, b in (("r", "bb"), ("r", "s"), ("s", "bb"), ("bb", "h"), ("s", "h"), ("h", "f")):
                     (ax, ay), (bx, by) = pts[a], pts[b]
@@ -1047,7 +1094,7 @@ class _Scene:
             hb = 0.38 if moto else 0.3
             self.p.label_only([m(-rw, 0), m(rw, 0), m(hb, 1.02), m(-hb, 1.02)], cls, z)
             self.p.poly([m(-rw, 0), m(rw, 0), m(rw, 0.66), m(-rw, 0.66)], tyre, cls, z)
-            self.p.bar(m(-hb, 1.02), m(hb, 1.02), max(0.05 * s, 1.0), frame, cls, z)
+            self.p.bar(m(-hb, 1.02), m(hb, 1.02), self.px(0.05, s), frame, cls, z)
             if moto:
                 self.p.poly([m(-0.24, 0.45), m(0.24, 0.45), m(0.2, 0.9), m(-0.2, 0.9)], frame, cls, z)
                 self.p.ellipse(m(0, 0.62), (0.07 * s, 0.04 * s), (1.0, 0.1, 0.05), emit=1.5 * max(self.look.lamps, 0.3))
@@ -1056,27 +1103,27 @@ class _Scene:
     def _rider_side(self, m, s, z, d, seat, bars) -> None:
         look = self.look
         shirt, pants = self.jit(self.pick(look.clothes)), self.jit(self.pick(look.clothes))
-        lw = max(0.14 * s, 1.0)
+        lw = self.px(0.14, s)
         hip = (seat[0] * d, seat[1] + 0.05)
         knee = ((seat[0] + 0.3) * d, seat[1] - 0.3)
         foot = ((seat[0] + 0.22) * d, 0.3)
         shoulder = ((seat[0] + 0.22) * d, seat[1] + 0.55)
         self.p.bar(m(*hip), m(*knee), lw, pants, RIDER, z)
         self.p.bar(m(*knee), m(*foot), lw, pants, RIDER, z)
-        self.p.bar(m(*hip), m(*shoulder), max(0.3 * s, 1.0), shirt, RIDER, z)
-        self.p.bar(m(*shoulder), m(bars[0] * d, bars[1]), max(0.08 * s, 1.0), _shade(shirt, 0.9), RIDER, z)
+        self.p.bar(m(*hip), m(*shoulder), self.px(0.3, s), shirt, RIDER, z)
+        self.p.bar(m(*shoulder), m(bars[0] * d, bars[1]), self.px(0.08, s), _shade(shirt, 0.9), RIDER, z)
         head = (shoulder[0] + 0.05 * d, shoulder[1] + 0.17)
         self.p.ellipse(m(*head), (0.11 * s, 0.12 * s), self.jit(self.pick(look.clothes + look.skins)), RIDER, z)
 
     def _rider_rear(self, m, s, z, hb, moto) -> None:
         look = self.look
         shirt, pants = self.jit(self.pick(look.clothes)), self.jit(self.pick(look.clothes))
-        lw = max(0.13 * s, 1.0)
+        lw = self.px(0.13, s)
         for a in (-1, 1):
             self.p.bar(m(a * 0.12, 0.95), m(a * 0.2, 0.3), lw, pants, RIDER, z)
         self.p.poly([m(-0.17, 0.92), m(0.17, 0.92), m(0.21, 1.45), m(-0.21, 1.45)], shirt, RIDER, z)
         for a in (-1, 1):
-            self.p.bar(m(a * 0.2, 1.4), m(a * hb * 0.9, 1.04), max(0.08 * s, 1.0), _shade(shirt, 0.9), RIDER, z)
+            self.p.bar(m(a * 0.2, 1.4), m(a * hb * 0.9, 1.04), self.px(0.08, s), _shade(shirt, 0.9), RIDER, z)
         helmet = self.jit(self.pick(look.clothes)) if moto else self.jit(self.pick(look.skins))
         self.p.ellipse(m(0, 1.58), (0.11 * s, 0.12 * s), helmet, RIDER, z)
 
@@ -1203,7 +1250,7 @@ class _Scene:
         self.p.poly([P(x0 + 0.2, 1.3, z), P(x1 - 0.2, 1.3, z), P(x1 - 0.2, top - 0.35, z),
                      P(x0 + 0.2, top - 0.35, z)], glass)
         m, s = self.sprite(xc, z + 4.0)
-        lw = max(0.06 * s, 1.0)
+        lw = self.px(0.06, s)
         self.p.bar(m(-0.6, top), m(0.0, top + 1.1), lw, _shade(look.pole, 0.6), TRAIN, z + 4.0)
         self.p.bar(m(0.0, top + 1.1), m(-0.5, top + 1.6), lw, _shade(look.pole, 0.6), TRAIN, z + 4.0)
         self._lights(x0, x1, 0.7, z, toward, TRAIN)
@@ -1326,8 +1373,11 @@ def _as_rng(rng_or_seed) -> np.random.Generator:
     return np.random.default_rng(rng_or_seed)
 
 
-def render_scene(rng_or_seed, size: tuple[int, int], domain: str, gap: float = 1.0):
+def render_scene(rng_or_seed, size: tuple[int, int], domain: str, gap: float = 1.0, version: int = SYNTH_VERSION):
     """Render one street scene of ``size`` = (W, H) in ``domain`` ('source', 'target', 'night').
+
+    ``version`` is the generator version (:data:`SYNTH_VERSIONS`); older ones stay reachable so
+    numbers measured on them can be reproduced.
 
     Returns ``(rgb, label)``: RGB uint8 (H, W, 3) and Cityscapes trainIds uint8 (H, W) with 255
     for void. The same seed (or an identically seeded Generator) gives identical arrays.
@@ -1335,7 +1385,7 @@ def render_scene(rng_or_seed, size: tuple[int, int], domain: str, gap: float = 1
     w, h = _check_size(size)
     style = domain_style(domain, gap)
     rng = _as_rng(rng_or_seed)
-    scene = _Scene(rng, (w, h), style)
+    scene = _Scene(rng, (w, h), style, geometry(version))
     scene.draw()
     rgb = _develop(scene, rng)
     return np.ascontiguousarray(rgb), np.ascontiguousarray(scene.p.lab)
@@ -1393,8 +1443,8 @@ def benchmark_paths(domain: str, split: str, n: int, i: int) -> dict[str, str]:
 
 
 def _job(task) -> tuple[str, str, np.ndarray]:
-    out, domain, split, n, index, seed, size, gap = task
-    rgb, lab = render_scene(image_seed(seed, domain, split, index), size, domain, gap)
+    out, domain, split, n, index, seed, size, gap, version = task
+    rgb, lab = render_scene(image_seed(seed, domain, split, index), size, domain, gap, version)
     root = Path(out)
     paths = benchmark_paths(domain, split, n, index)
     write_image(root / paths["image"], rgb)
@@ -1437,10 +1487,10 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"{out}: cannot create the output folder ({exc.strerror})") from None
 
 
-def _describe(seed, counts, size, night, gap, complete, class_pixels=None) -> bytes:
+def _describe(seed, counts, size, night, gap, complete, class_pixels=None, version=SYNTH_VERSION) -> bytes:
     target = "dark_zurich" if night else "cityscapes"
     doc = {
-        "format": SYNTH_FORMAT, "version": SYNTH_VERSION, "seed": int(seed),
+        "format": SYNTH_FORMAT, "version": int(version), "seed": int(seed),
         "counts": counts, "size": list(size), "night": bool(night), "gap": float(gap),
         "layouts": {"source": "gta", "target": target},
         "source": {"images": "gta/images", "labels": "gta/labels", "encoding": "cityscapes labelIds"},
@@ -1457,7 +1507,8 @@ def _describe(seed, counts, size, night, gap, complete, class_pixels=None) -> by
 
 def write_benchmark(out, n_source: int, n_target: int, n_val: int, size: tuple[int, int] = (512, 256),
                     seed: int = 0, night: bool = False, preview=None, workers: int = 1,
-                    progress: bool = True, gap: float = 1.0, overwrite: bool = False) -> dict:
+                    progress: bool = True, gap: float = 1.0, overwrite: bool = False,
+                    version: int = SYNTH_VERSION) -> dict:
     """Write the synthetic benchmark under ``out`` and return a summary.
 
     Source images go to the GTA5 layout, target train/val to the Cityscapes layout (Dark Zurich
@@ -1475,15 +1526,17 @@ def write_benchmark(out, n_source: int, n_target: int, n_val: int, size: tuple[i
     if int(workers) != workers or workers < 1:
         raise ConfigError(f"workers must be an integer >= 1, got {workers}")
     domain_style("night" if night else "target", gap)
+    geometry(version)
     if preview is not None and Path(preview).suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise ConfigError(f"{preview}: preview must be a .png or .jpg file")
     _prepare_out(out, overwrite)
     counts = {"source": int(n_source), "target": int(n_target), "val": int(n_val)}
-    atomic_write_bytes(out / "synth.json", _describe(seed, counts, (w, h), night, gap, complete=False))
+    atomic_write_bytes(out / "synth.json", _describe(seed, counts, (w, h), night, gap, complete=False,
+                                                       version=version))
 
     tdom = "night" if night else "target"
     plan = [("source", "train", n_source), (tdom, "train", n_target), (tdom, "val", n_val)]
-    tasks = [(str(out), d, split, n, i, int(seed), (w, h), float(gap)) for d, split, n in plan for i in range(n)]
+    tasks = [(str(out), d, split, n, i, int(seed), (w, h), float(gap), int(version)) for d, split, n in plan for i in range(n)]
     totals = {f"{d}/{split}": np.zeros(NUM_CLASSES + 1, np.int64) for d, split, _ in plan}
     t0 = time.perf_counter()
     bar = None
@@ -1515,14 +1568,15 @@ def write_benchmark(out, n_source: int, n_target: int, n_val: int, size: tuple[i
     seconds = time.perf_counter() - t0
 
     class_pixels = {k: {"classes": v[:NUM_CLASSES].tolist(), "void": int(v[NUM_CLASSES])} for k, v in totals.items()}
-    atomic_write_bytes(out / "synth.json", _describe(seed, counts, (w, h), night, gap, True, class_pixels))
+    atomic_write_bytes(out / "synth.json", _describe(seed, counts, (w, h), night, gap, True, class_pixels,
+                                                       version))
     if preview is not None:
         write_preview(out, preview)
     n_files = n_source * 2 + (n_target + n_val) * 3
     present = {k: int(np.count_nonzero(v[:NUM_CLASSES])) for k, v in totals.items()}
     return {
         "out": str(out), "counts": counts, "size": [w, h], "seed": int(seed), "night": bool(night),
-        "gap": float(gap), "files": n_files + 1, "images": len(tasks), "seconds": seconds,
+        "gap": float(gap), "version": int(version), "files": n_files + 1, "images": len(tasks), "seconds": seconds,
         "images_per_second": len(tasks) / seconds if seconds > 0 else float("inf"),
         "workers": int(workers), "classes_present": present, "class_pixels": class_pixels,
         "layouts": {"source": str(out / "gta"), "target": str(out / ("dark_zurich" if night else "cityscapes"))},
@@ -1581,7 +1635,7 @@ def write_preview(out, sheet, rows: int = 3, tile_width: int = 256) -> Path:
 
 
 __all__ = [
-    "DOMAINS", "CITIES", "SEQUENCES", "SYNTH_VERSION", "SYNTH_FORMAT", "Look", "Layout", "DomainStyle",
+    "DOMAINS", "CITIES", "SEQUENCES", "SYNTH_VERSION", "SYNTH_VERSIONS", "Geometry", "GEOMETRY", "geometry", "SYNTH_FORMAT", "Look", "Layout", "DomainStyle",
     "SOURCE_LOOK", "CAMERA_LOOK", "NIGHT_LOOK", "SOURCE_LAYOUT", "TARGET_LAYOUT", "blend_looks",
     "domain_style", "render_scene", "image_seed", "benchmark_paths", "write_benchmark", "write_preview",
 ]
