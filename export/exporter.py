@@ -22,7 +22,7 @@ import torch
 from prnseg import __version__
 from prnseg.errors import PrnsegError
 from prnseg.serve.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
-from prnseg.serve.model_spec import FORMAT, FORMAT_VERSION, MODEL_JSON, PSEUDOLABELER_OUTPUTS, load_model_spec
+from prnseg.serve.model_spec import FORMAT, FORMAT_VERSION, MODEL_JSON, PSEUDOLABELER_OUTPUTS, load_model_spec, safe_name
 from prnseg.training.checkpoint import file_sha256, load_checkpoint
 from prnseg.training.config import config_from_dict
 from prnseg.training.data.transforms import IMG_MEAN, IMG_STD
@@ -325,7 +325,7 @@ def _model_doc(job: _Job, files: dict[str, Path]) -> dict:
     classes = list(CITYSCAPES_CLASSES) if num_classes == len(CITYSCAPES_CLASSES) else [str(i) for i in range(num_classes)]
     palette = [list(map(int, c)) for c in CITYSCAPES_PALETTE[:num_classes]]
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "name": job.out.name,
+        "format": FORMAT, "format_version": FORMAT_VERSION, "name": safe_name(job.out.resolve().name),
         "ready": False, "not_ready_reason": "export in progress",
         "classes": classes, "palette": palette, "ignore_index": IGNORE_INDEX,
         "input": {"name": "image", "dtype": "uint8", "layout": "NHWC", "color": "RGB",

@@ -16,6 +16,7 @@ rebuilds fast. ``tensorrt`` is imported only inside functions.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -68,9 +69,11 @@ def default_timing_cache(version: str, compute_capability: str) -> Path:
 
 
 def engine_metadata(file: str, bucket, max_batch: int, precision: str, version: str, compute_capability: str,
-                    gpu: str, source: str, strongly_typed: bool) -> dict:
+                    gpu: str, source: str, strongly_typed: bool, plan: bytes) -> dict:
+    """A plan's ``model.json`` entry; its sha256 is what a runtime checks before deserialising it."""
     shapes = profile_shapes(bucket, max_batch)
-    return {"file": file, "bucket": {"height": bucket[0], "width": bucket[1]}, "input": INPUT,
+    return {"file": file, "sha256": hashlib.sha256(plan).hexdigest(), "bytes": len(plan),
+            "bucket": {"height": bucket[0], "width": bucket[1]}, "input": INPUT,
             "min_batch": shapes["min"][0], "opt_batch": shapes["opt"][0], "max_batch": shapes["max"][0],
             "precision": precision, "tensorrt_version": version, "compute_capability": compute_capability,
             "gpu": gpu, "source": source, "strongly_typed": strongly_typed}
@@ -161,9 +164,10 @@ def build_engines(onnx_files: dict[str, Path], out_dir: Path, buckets, max_batch
             raise TensorRTBuildError(f"TensorRT {version} failed to build the {bucket[0]}x{bucket[1]} engine (see the "
                                      "TensorRT log above)")
         name = plan_name(bucket, precision)
-        _atomic_write(Path(out_dir) / name, bytes(plan))
+        plan = bytes(plan)
+        _atomic_write(Path(out_dir) / name, plan)
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(cache_path, bytes(config.get_timing_cache().serialize()))
         entries.append(engine_metadata(name, bucket, max_batch, precision, version, cc, gpu,
-                                       onnx_files[source].name, strongly_typed))
+                                       onnx_files[source].name, strongly_typed, plan))
     return entries

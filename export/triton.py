@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from prnseg.errors import PrnsegError
-from prnseg.serve.model_spec import PSEUDOLABELER_OUTPUTS
+from prnseg.serve.model_spec import PSEUDOLABELER_OUTPUTS, safe_name
 
 TRITON_DIR = "triton"
 MAX_QUEUE_DELAY_US = 100
@@ -31,7 +31,7 @@ def preferred_batch_sizes(max_batch: int) -> list[int]:
 
 
 def model_names(name: str, buckets: list[tuple[int, int]]) -> list[str]:
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "pseudolabeler"
+    safe = safe_name(name, "pseudolabeler")
     return [safe] if len(buckets) == 1 else [f"{safe}_{h}x{w}" for h, w in buckets]
 
 

@@ -27,11 +27,13 @@ import numpy as np
 from prnseg.errors import PrnsegError
 from prnseg.serve.model_spec import (
     PSEUDOLABELER_OUTPUTS,
+    ArtefactIntegrityError,
     Bucket,
     ModelSpec,
     ModelSpecError,
     Placement,
     load_model_spec,
+    safe_name,
 )
 
 log = logging.getLogger("prnseg.serve")
@@ -127,9 +129,12 @@ def check_images(images) -> list[np.ndarray]:
 class _OrtRunner:
     """``pseudolabeler.onnx`` in an ONNX Runtime session; IO binding on CUDA keeps tensors on the device."""
 
-    def __init__(self, path: Path, spec: ModelSpec, kind: str, index: int, precision: str, threads: int | None,
+    def __init__(self, key: str, spec: ModelSpec, kind: str, index: int, precision: str, threads: int | None,
                  trt_ep: bool, spin: bool):
         import onnxruntime as ort
+
+        path = spec.artefact_path(key)
+        model_bytes = spec.artefact_bytes(key)  # verified against model.json's sha256; the session parses these
 
         self.ort = ort
         available = ort.get_available_providers()
@@ -156,7 +161,7 @@ class _OrtRunner:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            self.session = ort.InferenceSession(model_bytes, sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelSpecError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]}); "
                                  "re-export the model") from None
@@ -179,7 +184,7 @@ class _OrtRunner:
         """One TensorRT-EP optimisation profile per bucket, engines cached per model."""
         cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prnseg" / "trt_ep"
         sha = str(spec.artefacts.get("pseudolabeler", {}).get("sha256", spec.name))[:12]
-        cache = cache / f"{spec.name}-{sha}"
+        cache = cache / f"{safe_name(spec.name)}-{safe_name(sha)}"
         cache.mkdir(parents=True, exist_ok=True)
 
         def shapes(n):
@@ -254,11 +259,15 @@ class Predictor:
         when no fp32 plan exists: TensorRT plans are usually built fp16)."""
         plans: dict[Bucket, dict] = {}
         entries = self.spec.artefacts.get("tensorrt") or []
+        unverifiable = [e["file"] for e in entries if not e.get("sha256")]
+        if unverifiable and tensorrt_available():
+            log.warning("%s: TensorRT plans %s have no recorded sha256 and are not loaded (a plan is native code); "
+                        "re-export with --tensorrt", self.spec.root / "model.json", ", ".join(unverifiable))
         for want in (self.precision, "fp16" if self.precision == "fp32" else "fp32"):
             for e in entries:
-                b = e.get("bucket") or {}
+                b = e["bucket"]
                 bucket = Bucket(int(b["height"]), int(b["width"])) if isinstance(b, dict) else Bucket(*map(int, b))
-                if e.get("precision", "fp16") == want and bucket in self.spec.buckets:
+                if e.get("sha256") and e.get("precision", "fp16") == want and bucket in self.spec.buckets:
                     plans.setdefault(bucket, e)
         return plans
 
@@ -280,6 +289,8 @@ class Predictor:
                     runner = TensorRTRunner(self.spec, plans, index)
                     self.provider = runner.describe()
                     return "tensorrt", runner
+                except ArtefactIntegrityError:
+                    raise  # a plan that is not the exported one refuses the model, never falls back
                 except PrnsegError as exc:
                     if backend == "tensorrt":
                         raise
@@ -292,8 +303,7 @@ class Predictor:
         if key not in self.spec.artefacts:
             raise BackendError(f"{self.spec.root}: this export has no {key}.onnx; re-export with --fp16 or use "
                                "precision fp32")
-        runner = _OrtRunner(self.spec.artefact_path(key), self.spec, kind, index, self.precision, threads,
-                            trt_ep, spin)
+        runner = _OrtRunner(key, self.spec, kind, index, self.precision, threads, trt_ep, spin)
         where = "cpu" if not runner.on_cuda else f"cuda:{index}"
         self.device = where
         self.provider = f"onnxruntime {runner.providers[0]} on {where} ({self.precision}{', io-binding' if runner.on_cuda else ''})"

@@ -88,19 +88,15 @@ def check_engine_compatible(meta: dict, trt_version: str | None = "detect",
     return None
 
 
-def load_engine(path: str | Path, meta: dict, device_index: int = 0):
-    """Deserialise a plan after ``check_engine_compatible``; raises EngineIncompatibleError with the reason."""
+def load_engine(path: str | Path, meta: dict, device_index: int, data: bytes):
+    """Deserialise a plan's ``data`` (read from ``path`` and verified against model.json's sha256 by
+    the caller) after ``check_engine_compatible``; raises EngineIncompatibleError with the reason."""
     reason = check_engine_compatible(meta, device_index=device_index)
     if reason is not None:
         raise EngineIncompatibleError(reason)
     import tensorrt as trt
 
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise EngineIncompatibleError(f"{path}: cannot read the plan ({exc.strerror or exc}); re-export with "
-                                      "--tensorrt") from None
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(data)
     if engine is None:

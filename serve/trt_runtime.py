@@ -14,12 +14,11 @@ Runtime.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import numpy as np
 
 from prnseg.errors import PrnsegError
-from prnseg.serve.model_spec import PSEUDOLABELER_OUTPUTS, Bucket, ModelSpec, ModelSpecError
+from prnseg.serve.model_spec import PSEUDOLABELER_OUTPUTS, Bucket, ModelSpec, verified_bytes
 from prnseg.serve.trt_compat import cudart, load_engine
 
 OUTPUT_NAMES = tuple(PSEUDOLABELER_OUTPUTS)
@@ -33,6 +32,10 @@ class TensorRTRunner:
     """One deserialised engine and execution context per bucket; ``run`` takes one bucket's batch."""
 
     def __init__(self, spec: ModelSpec, plans: dict[Bucket, dict], device_index: int = 0):
+        # A plan is native code: every plan's bytes are checked against model.json's sha256 before
+        # TensorRT is even imported, and exactly those bytes are deserialised.
+        blobs = {bucket: (spec.entry_path(entry), verified_bytes(spec.entry_path(entry), entry.get("sha256")))
+                 for bucket, entry in plans.items()}
         import onnxruntime as ort
         import tensorrt as trt
 
@@ -42,10 +45,8 @@ class TensorRTRunner:
         self.engines: dict[Bucket, tuple] = {}
         batches = []
         for bucket, entry in plans.items():
-            path = Path(spec.root) / entry["file"]
-            if not path.is_file():
-                raise ModelSpecError(f"{path}: listed in model.json but missing; re-export with --tensorrt")
-            engine = load_engine(path, entry, self.index)
+            path, data = blobs[bucket]
+            engine = load_engine(path, entry, self.index, data)
             names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
             missing = [n for n in ("image", *OUTPUT_NAMES) if n not in names]
             if missing:

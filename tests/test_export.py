@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import subprocess
@@ -447,8 +448,10 @@ def test_tensorrt_profiles_names_and_metadata():
     assert plan_name((256, 512), "fp32") == "pseudolabeler_256x512.plan"
     assert engine_source(True, 10) == "pseudolabeler" and engine_source(True, 11) == "pseudolabeler_fp16"
     assert engine_source(False, 11) == "pseudolabeler"
-    meta = engine_metadata("p.plan", (256, 512), 8, "fp16", "10.9.0.34", "9.0", "H100", "pseudolabeler.onnx", False)
+    meta = engine_metadata("p.plan", (256, 512), 8, "fp16", "10.9.0.34", "9.0", "H100", "pseudolabeler.onnx", False,
+                           b"plan bytes")
     assert meta["bucket"] == {"height": 256, "width": 512} and (meta["min_batch"], meta["max_batch"]) == (1, 8)
+    assert meta["sha256"] == hashlib.sha256(b"plan bytes").hexdigest() and meta["bytes"] == 10
     assert meta["tensorrt_version"] == "10.9.0.34" and meta["compute_capability"] == "9.0"
 
 
@@ -480,7 +483,10 @@ def test_tensorrt_engines_build_and_agree(prn_checkpoint, tmp_path):
     (entry,) = spec.artefacts["tensorrt"]
     assert entry["bucket"] == {"height": 128, "width": 256} and entry["max_batch"] == 4
     assert check_engine_compatible(entry) is None
-    engine = load_engine(out / entry["file"], entry)
+    from prnseg.training.checkpoint import file_sha256
+
+    assert entry["sha256"] == file_sha256(out / entry["file"])
+    engine = load_engine(out / entry["file"], entry, 0, (out / entry["file"]).read_bytes())
     names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
     assert names == {"image", *PSEUDOLABELER_OUTPUTS}
     assert tuple(engine.get_tensor_profile_shape("image", 0)[2]) == (4, 128, 256, 3)
