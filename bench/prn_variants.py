@@ -46,10 +46,9 @@ from prnseg.training.augment import consistency_view
 from prnseg.training.data.builder import build_eval_dataset, build_uda_dataset, val_dataset_config
 from prnseg.training.data.transforms import build_test_pipeline
 from prnseg.training.data.uda import ResumableSampler
-from prnseg.training.evaluate import load_models, run_networks
+from prnseg.training.evaluate import evaluate_pseudo_labels, load_models
 from prnseg.training.fft_perturb import fft_perturb_logits, sample_eps
 from prnseg.training.losses import consistency_noise_loss, prn_losses
-from prnseg.training.metrics import PseudoLabelQuality
 from prnseg.training.models.factory import create_prn
 
 VARIANTS = ("full", "logits_only", "fda", "no_perturb", "feature_fft", "prior_residual", "target_consistency",
@@ -164,17 +163,13 @@ def _consistency_noise_loss(prn, teacher, xt, out_t, g):
 
 
 def score(teacher, prn, cfg, data_root, n_images):
+    """Raw vs refined (the PRN's argmax: the rule at confidence 0) and both noise detectors, by
+    the evaluation's own code path."""
     vcfg = val_dataset_config(cfg)
     ds = build_eval_dataset(vcfg.kind, data_root, vcfg.split)
-    pipe = build_test_pipeline(resize=vcfg.resize)
-    q = PseudoLabelQuality(teacher.num_classes, noise_threshold=cfg.prn.noise_threshold,
-                           confidence_threshold=cfg.uda.pseudo_threshold)
-    for i in range(min(n_images, len(ds)) if n_images > 0 else len(ds)):
-        rgb, gt = ds.load_raw(i)
-        r = run_networks(teacher, prn, rgb, pipe, torch.device("cpu"), gt.shape)
-        conf, raw = torch.softmax(r["logits"], 0).max(0)
-        q.update(raw.numpy(), r["refined_logits"].argmax(0).numpy(), gt, r["noise_prob"].numpy(), conf.numpy())
-    s = q.summary()
+    s = evaluate_pseudo_labels(teacher, prn, ds, vcfg.resize, torch.device("cpu"), cfg.prn.noise_threshold,
+                               cfg.uda.pseudo_threshold, max_images=max(n_images, 0), progress=False,
+                               refine_min_confidence=0.0)
     return {"raw_miou": s["raw"]["miou"], "refined_miou": s["refined"]["miou"],
             "raw_pixel_accuracy": s["raw"]["pixel_accuracy"], "refined_pixel_accuracy": s["refined"]["pixel_accuracy"],
             "noise_auroc": s["noise_detector"]["auroc"], "max_softmax_auroc": s["confidence_baseline"]["auroc"]}

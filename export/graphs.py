@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prnseg.training.pseudo_labels import written_labels
+
 #: Output names of ``segmenter.onnx`` after ``logits`` (the PRN's inputs, one per encoder level).
 FEATURE_NAMES = ("feat0", "feat1", "feat2", "feat3")
 SEGMENTER_OUTPUTS = ("logits", *FEATURE_NAMES)
@@ -40,14 +42,6 @@ class PRNGraph(nn.Module):
 
     def forward(self, feat0, feat1, feat2, feat3, logits):
         return self.prn([feat0, feat1, feat2, feat3], logits)
-
-
-def max_softmax(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """``softmax(logits, dim).amax(dim)`` as ``1 / sum(exp(l - max l))``: the same value without
-    normalising all C channels and without a Softmax node (ONNX Runtime's CPU Softmax over a
-    non-last axis transposes and took half the fused graph's time at full resolution)."""
-    shifted = logits - logits.amax(dim, keepdim=True)
-    return 1.0 / torch.exp(shifted).sum(dim)
 
 
 class UpsampleChannelsLast(torch.autograd.Function):
@@ -94,13 +88,16 @@ class PseudoLabeler(nn.Module):
     ``1 - max softmax`` (the confidence-threshold detector self-training uses); ``threshold`` is
     then ``1 - pseudo_threshold``. ``use_refined_labels=False`` mirrors a run trained with
     ``prn.use_refined_labels=false``: the label (and its confidence) stay the segmenter's own and
-    the PRN contributes only its noise mask, exactly the pseudo-labels that run trained on.
+    the PRN contributes only its noise mask, exactly the pseudo-labels that run trained on. With
+    refinement on, the label is :func:`written_labels`' (the rule the trainer's target loss uses):
+    the PRN's label only where its top probability reaches ``refine_min_confidence``.
     """
 
     def __init__(self, segmentor: nn.Module, prn: nn.Module | None, mean, std, noise_threshold: float,
-                 use_refined_labels: bool = True):
+                 use_refined_labels: bool = True, refine_min_confidence: float = 0.0):
         super().__init__()
         self.use_refined_labels = bool(use_refined_labels)
+        self.refine_min_confidence = float(refine_min_confidence)
         self.segmentor = segmentor
         self.prn = prn
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -119,14 +116,14 @@ class PseudoLabeler(nn.Module):
         out = self.segmentor(x)
 
         raw_logits = UpsampleChannelsLast.apply(out.logits, image)  # N x H x W x C: class scores innermost
-        raw_label = raw_logits.argmax(-1).to(torch.uint8)
-        logits, label = raw_logits, raw_label
+        refined_logits = None
         if self.prn is not None:
             refined, noise_logit = self.prn(list(out.features), out.logits)
             if self.use_refined_labels:
-                logits = UpsampleChannelsLast.apply(refined, image)
-                label = logits.argmax(-1).to(torch.uint8)
-        confidence = max_softmax(logits, -1)
+                refined_logits = UpsampleChannelsLast.apply(refined, image)
+        label, confidence, _ = written_labels(raw_logits, refined_logits, self.refine_min_confidence, dim=-1)
+        raw_label = raw_logits.argmax(-1).to(torch.uint8)
+        label = label.to(torch.uint8)
         if self.prn is not None:
             noise_prob = torch.sigmoid(F.interpolate(noise_logit, size=size, mode="bilinear",
                                                      align_corners=False))[:, 0]

@@ -34,11 +34,12 @@ MODEL_JSON = "model.json"
 
 #: Outputs of ``pseudolabeler.onnx`` (all uint8, N x H x W at the input bucket size).
 PSEUDOLABELER_OUTPUTS = {
-    "label": "refined trainId per pixel (argmax of the PRN's refined logits)",
+    "label": "the written trainId per pixel: the PRN's refined label where its top probability reaches "
+             "refine_min_confidence, else the segmenter's own",
     "raw_label": "the segmenter's own trainId per pixel, before refinement",
     "noise": "1 where the pixel's pseudo-label is predicted wrong (noise_prob >= noise_threshold), else 0",
     "noise_prob": "predicted probability that the pseudo-label is wrong, scaled to 0..255",
-    "confidence": "max softmax probability of the refined logits, scaled to 0..255",
+    "confidence": "max softmax probability of the distribution the label came from, scaled to 0..255",
 }
 
 

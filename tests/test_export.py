@@ -111,7 +111,8 @@ def test_full_resolution_class_scores_are_channels_last(exported_model):
 def test_channels_last_upsampling_equals_the_nchw_formula():
     import torch.nn.functional as F
 
-    from prnseg.export.graphs import UpsampleChannelsLast, max_softmax
+    from prnseg.export.graphs import UpsampleChannelsLast
+    from prnseg.training.pseudo_labels import max_softmax
 
     logits = torch.randn(2, 19, 8, 16, generator=torch.Generator().manual_seed(0))
     image = torch.zeros(2, 32, 64, 3, dtype=torch.uint8)

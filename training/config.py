@@ -72,6 +72,9 @@ class PRNConfig:
     start_iter: int = 0  # refined labels replace the teacher's only from this iteration on
     # False: keep the teacher's labels and use the PRN only for its noise mask
     use_refined_labels: bool = True
+    # The pseudo-label rule (training/pseudo_labels.py): a refined label replaces the teacher's
+    # only where the PRN's top probability reaches this; 0 = every refined label (the PRN's argmax)
+    refine_min_confidence: float = 0.0
     # False: the PRN reads only the teacher's class probabilities, not its encoder features
     use_features: bool = True
     # What the noise head learns from. "source_fft" (the method): pixels where the FFT-perturbed
@@ -106,6 +109,17 @@ class LossWeights:
     prn_noise: float = 1.0
     contrastive: float = 0.1
     feature_distance: float = 0.005
+    mic: float = 1.0
+
+
+@dataclass
+class MICConfig:
+    """Masked image consistency (MIC): the student predicts the teacher's full-image target
+    pseudo-labels from a block-masked view. MIC's recipe: 64 px blocks at 512 px crops, 70 %
+    of the blocks masked, loss weight 1 (``uda.loss_weights.mic``)."""
+    enabled: bool = False
+    block_size: int = 64
+    mask_ratio: float = 0.7
 
 
 @dataclass
@@ -124,6 +138,7 @@ class UDAConfig:
     ce_reduction: str = "all_pixels"  # reference: ignored pixels stay in the mean's denominator
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     feature_distance: FeatureDistanceConfig = field(default_factory=FeatureDistanceConfig)
+    mic: MICConfig = field(default_factory=MICConfig)
     loss_weights: LossWeights = field(default_factory=LossWeights)
 
 

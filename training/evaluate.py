@@ -3,8 +3,8 @@
 Images are resized to the config's test scale (keep ratio, as in training), padded to a
 multiple of 32, and the logits are resized back to each label's own resolution before the
 argmax, as DAFormer's whole-image test does. Pseudo-label quality scores the teacher's raw
-labels against the PRN-refined ones, and the PRN's noise probability against the baseline
-detector ``1 - max softmax`` on the true error pixels.
+labels against the written ones (the pseudo-label rule of training/pseudo_labels.py), and the
+PRN's noise probability against the baseline detector ``1 - max softmax`` on the true error pixels.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from prnseg.training.metrics import ConfusionMatrix, PseudoLabelQuality
 from prnseg.training.distributed import select_device
 from prnseg.training.models.factory import create_model_from_config, create_prn_from_config
 from prnseg.training.models.segmentor import pad_to_multiple
+from prnseg.training.pseudo_labels import written_labels
 
 
 def _prepare(rgb: np.ndarray, pipeline, device) -> torch.Tensor:
@@ -82,8 +83,11 @@ def evaluate_segmentation(model, dataset, resize, device, classes="all", max_ima
 
 
 def evaluate_pseudo_labels(teacher, prn, dataset, resize, device, noise_threshold=0.5, confidence_threshold=0.968,
-                           classes="all", max_images=0, progress=True, amp_dtype=None) -> dict:
-    """Raw (teacher argmax) vs refined (PRN) pseudo-labels and both noise detectors on labelled images."""
+                           classes="all", max_images=0, progress=True, amp_dtype=None, use_refined_labels=True,
+                           refine_min_confidence=0.0, sweep=()) -> dict:
+    """Raw (teacher argmax) vs written (the pseudo-label rule's) pseudo-labels, the PRN's own
+    argmax, and both noise detectors on labelled images. ``sweep``: more ``refine_min_confidence``
+    values whose written labels are scored too (``written_at``), from the same forward passes."""
     from tqdm import tqdm
 
     teacher.eval()
@@ -91,16 +95,30 @@ def evaluate_pseudo_labels(teacher, prn, dataset, resize, device, noise_threshol
     pipeline = build_test_pipeline(resize=resize)
     quality = PseudoLabelQuality(teacher.num_classes, noise_threshold=noise_threshold,
                                  confidence_threshold=confidence_threshold)
+    swept = {float(t): [ConfusionMatrix(teacher.num_classes), 0, 0] for t in sweep}
+    relabelled = pixels = 0
     n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
     for i in tqdm(range(n), desc="pseudo-labels", unit="img", disable=not progress):
         rgb, gt = dataset.load_raw(i)
         r = run_networks(teacher, prn, rgb, pipeline, device, gt.shape, amp_dtype)
-        conf, raw = torch.softmax(r["logits"], 0).max(0)
-        refined = r["refined_logits"].argmax(0)
-        quality.update(raw.cpu().numpy(), refined.cpu().numpy(), gt, r["noise_prob"].cpu().numpy(),
-                       conf.cpu().numpy())
+        raw, conf, _ = written_labels(r["logits"], None, 0.0, dim=0)
+        refined_logits = r["refined_logits"] if use_refined_labels else None
+        label, _, replaced = written_labels(r["logits"], refined_logits, refine_min_confidence, dim=0)
+        relabelled, pixels = relabelled + int(replaced.sum()), pixels + replaced.numel()
+        quality.update(raw.cpu().numpy(), label.cpu().numpy(), gt, r["noise_prob"].cpu().numpy(),
+                       conf.cpu().numpy(), prn_label=r["refined_logits"].argmax(0).cpu().numpy())
+        for t, acc in swept.items():
+            lab_t, _, rep_t = written_labels(r["logits"], r["refined_logits"], t, dim=0)
+            acc[0].update(lab_t.cpu().numpy(), gt)
+            acc[1], acc[2] = acc[1] + int(rep_t.sum()), acc[2] + rep_t.numel()
     summary = quality.summary(classes)
     summary["n_images"] = n
+    summary["rule"] = {"use_refined_labels": bool(use_refined_labels),
+                       "refine_min_confidence": float(refine_min_confidence),
+                       "relabelled": relabelled / pixels if pixels else None}
+    if swept:
+        summary["written_at"] = {f"{t:g}": {"miou": acc[0].miou(classes), "relabelled": acc[1] / max(acc[2], 1)}
+                                 for t, acc in swept.items()}
     return summary
 
 
@@ -143,7 +161,7 @@ def load_models(path, weights: str = "student", device="cpu", with_teacher: bool
 
 
 def evaluate_checkpoint(path, data_root, kind=None, split="val", weights="student", classes="all",
-                        max_images=0, device="auto", progress=True) -> dict:
+                        max_images=0, device="auto", progress=True, sweep=()) -> dict:
     device = select_device(device)
     cfg, model, prn, teacher = load_models(path, weights, device, with_teacher=True)
     vcfg = val_dataset_config(cfg)
@@ -156,7 +174,10 @@ def evaluate_checkpoint(path, data_root, kind=None, split="val", weights="studen
     if prn is not None:
         metrics["pseudo_labels"] = evaluate_pseudo_labels(teacher, prn, dataset, vcfg.resize, device,
                                                           cfg.prn.noise_threshold, cfg.uda.pseudo_threshold,
-                                                          classes, max_images, progress)
+                                                          classes, max_images, progress,
+                                                          use_refined_labels=cfg.prn.use_refined_labels,
+                                                          refine_min_confidence=cfg.prn.refine_min_confidence,
+                                                          sweep=sweep)
     return metrics
 
 
@@ -175,7 +196,8 @@ def evaluate_checkpoint_models(trainer, progress=False) -> dict:
         metrics["pseudo_labels"] = evaluate_pseudo_labels(
             trainer.teacher.model, trainer.prn, ds, vcfg.resize, trainer.device, cfg.prn.noise_threshold,
             cfg.uda.pseudo_threshold, max_images=cfg.data.val_max_images, progress=progress,
-            amp_dtype=trainer.amp_dtype)
+            amp_dtype=trainer.amp_dtype, use_refined_labels=cfg.prn.use_refined_labels,
+            refine_min_confidence=cfg.prn.refine_min_confidence)
         trainer.prn.train()
     trainer.student.train()
     return metrics
@@ -192,7 +214,16 @@ def format_metrics(m: dict) -> str:
     pl = m.get("pseudo_labels")
     if pl:
         nd, cb = pl["noise_detector"], pl["confidence_baseline"]
-        lines.append(f"pseudo-labels: raw mIoU {_pct(pl['raw']['miou'])} -> refined {_pct(pl['refined']['miou'])}")
+        rule = pl.get("rule", {})
+        lines.append(f"pseudo-labels: raw mIoU {_pct(pl['raw']['miou'])} -> written {_pct(pl['refined']['miou'])}"
+                     + (f" (PRN label where its confidence >= {rule['refine_min_confidence']:g}: "
+                        f"{_pct(rule['relabelled'])} % of pixels relabelled)" if rule.get("use_refined_labels") else
+                        " (the teacher's labels: refinement off)"))
+        if "prn_argmax" in pl:
+            lines.append(f"  the PRN's own argmax everywhere: mIoU {_pct(pl['prn_argmax']['miou'])}")
+        for t, w in pl.get("written_at", {}).items():
+            lines.append(f"  written with refine_min_confidence {t}: mIoU {_pct(w['miou'])} "
+                         f"({_pct(w['relabelled'])} % relabelled)")
         kept = pl.get("kept")
         if kept:
             lines.append(f"  on the pixels the noise mask keeps: mIoU {_pct(kept['miou'])} "

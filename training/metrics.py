@@ -274,7 +274,7 @@ def auroc_exact(scores, targets) -> float:
 
 
 class PseudoLabelQuality:
-    """Raw (teacher) vs PRN-refined pseudo-labels against ground truth, and two detectors of
+    """Raw (teacher) vs written (the pseudo-label rule's) pseudo-labels against ground truth, and two detectors of
     wrong pseudo-labels: the PRN's noise probability and the confidence baseline
     ``1 - max softmax``.
 
@@ -283,6 +283,10 @@ class PseudoLabelQuality:
     and the confidence baseline describes that same prediction. The baseline flags a pixel when
     ``1 - confidence > 1 - confidence_threshold``, i.e. when the teacher is below the DAFormer
     threshold.
+
+    ``refined`` scores the labels the product writes (training/pseudo_labels.py: the PRN's label
+    where it is confident enough, else the teacher's); ``prn_argmax``, when given, the PRN's own
+    argmax everywhere, which the rule guards against.
 
     ``kept`` scores the labels a training run actually consumes with the noise mask applied: the
     refined label on the pixels the noise head keeps (``noise_prob < noise_threshold``), with
@@ -306,15 +310,19 @@ class PseudoLabelQuality:
         self.raw = ConfusionMatrix(num_classes, ignore_index)
         self.refined = ConfusionMatrix(num_classes, ignore_index)
         self.kept = ConfusionMatrix(num_classes, ignore_index)
+        self.prn_argmax = ConfusionMatrix(num_classes, ignore_index)
         self.noise_detector = BinaryDetectionStats(noise_threshold, n_bins)
         self.confidence_baseline = BinaryDetectionStats(1.0 - confidence_threshold, n_bins)
 
-    def update(self, raw_label, refined_label, gt, noise_prob=None, confidence=None) -> "PseudoLabelQuality":
+    def update(self, raw_label, refined_label, gt, noise_prob=None, confidence=None,
+               prn_label=None) -> "PseudoLabelQuality":
         raw = to_numpy(raw_label)
         refined = to_numpy(refined_label)
         gt = to_numpy(gt)
         self.raw.update(raw, gt)
         self.refined.update(refined, gt)
+        if prn_label is not None:
+            self.prn_argmax.update(to_numpy(prn_label), gt)
         valid = gt != self.ignore_index
         wrong = (raw if self.error_reference == "raw" else refined) != gt
         if noise_prob is not None:
@@ -328,6 +336,7 @@ class PseudoLabelQuality:
         self.raw.merge(other.raw)
         self.refined.merge(other.refined)
         self.kept.merge(other.kept)
+        self.prn_argmax.merge(other.prn_argmax)
         self.noise_detector.merge(other.noise_detector)
         self.confidence_baseline.merge(other.confidence_baseline)
         return self
@@ -338,7 +347,7 @@ class PseudoLabelQuality:
         labelled = self.refined.counts.sum()
         kept = {**self.kept.to_dict(classes),
                 "coverage": _nan_to_none(self.kept.counts.sum() / labelled if labelled else float("nan"))}
-        return {
+        out = {
             "raw": self.raw.to_dict(classes),
             "refined": self.refined.to_dict(classes),
             "miou_gain": _nan_to_none(refined_miou - raw_miou),
@@ -347,3 +356,6 @@ class PseudoLabelQuality:
             "noise_detector": self.noise_detector.to_dict(),
             "confidence_baseline": self.confidence_baseline.to_dict(),
         }
+        if self.prn_argmax.counts.sum():
+            out["prn_argmax"] = self.prn_argmax.to_dict(classes)
+        return out

@@ -43,8 +43,10 @@ from prnseg.training.losses import (
     pseudo_label_weight,
     seg_ce_loss,
 )
+from prnseg.training.mic import MaskingConsistency
 from prnseg.training.models.encoder import MiTEncoder
 from prnseg.training.models.factory import create_model_from_config, create_prn_from_config
+from prnseg.training.pseudo_labels import written_labels
 from prnseg.training.schedule import lr_factor
 
 
@@ -99,6 +101,11 @@ class UDATrainer:
             self.prn = create_prn_from_config(self.student, cfg.prn).to(self.device)
             if cfg.uda.contrastive.enabled:
                 self.proj = ProjectionHead(self.student.decode_head.channels, cfg.uda.contrastive.proj_channels).to(self.device)
+        self.mic = None
+        if cfg.uda.mic.enabled and self.mode != "source_only":
+            u = cfg.uda
+            self.mic = MaskingConsistency(u.mic.block_size, u.mic.mask_ratio, u.jitter_strength, u.jitter_apply_prob,
+                                          u.blur_apply_prob, u.ce_reduction)
         self.imnet = None
         if cfg.uda.feature_distance.enabled:
             if not cfg.model.pretrained:
@@ -337,6 +344,7 @@ class UDATrainer:
                 log["prn_noise"] = prn_terms["noise"].detach()
                 # 3. refined target pseudo-labels and the noise mask (the teacher's own before start_iter)
                 log["noisy_frac"] = torch.zeros((), device=self.device)
+                log["relabelled_frac"] = torch.zeros((), device=self.device)
                 if self.step >= cfg.prn.start_iter:
                     if prn_t is not None:
                         ref_t, noise_t = prn_t
@@ -345,9 +353,11 @@ class UDATrainer:
                         with torch.no_grad(), self._autocast():
                             ref_t, noise_t = prn_eval([f.detach() for f in t_t.features], logits_t)
                     if cfg.prn.use_refined_labels:
-                        probs_ref = torch.softmax(F.interpolate(ref_t.float(), size=size, mode="bilinear",
-                                                                align_corners=False), 1)
-                        conf, pseudo = probs_ref.max(1)
+                        pseudo, conf, replaced = written_labels(
+                            F.interpolate(logits_t, size=size, mode="bilinear", align_corners=False),
+                            F.interpolate(ref_t.float(), size=size, mode="bilinear", align_corners=False),
+                            cfg.prn.refine_min_confidence)
+                        log["relabelled_frac"] = replaced.float().mean()
                     noise_prob = torch.sigmoid(F.interpolate(noise_t.float(), size=size, mode="bilinear",
                                                              align_corners=False))[:, 0]
                     noise_mask = noise_prob >= cfg.prn.noise_threshold
@@ -375,6 +385,11 @@ class UDATrainer:
                     log["contrast_tgt"] = loss_con_t.detach()
             self._backward(loss)
             log["target"] = loss_tgt.detach()
+            if self.mic is not None:   # 5. masked image consistency on the same pseudo-labels and weights
+                with self._autocast():
+                    loss_mic = w.mic * self.mic.loss(self.student_ddp, x_t, pseudo, weight, self.generator)
+                self._backward(loss_mic)
+                log["mic"] = loss_mic.detach()
 
         if cfg.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
