@@ -32,15 +32,112 @@ except ImportError:  # no wheel for this platform: zlib, the same PNGs a little 
     _isal_zlib = None
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _read_raw(path: str | os.PathLike, flags: int) -> np.ndarray:
+def _u16(data: bytes, pos: int, order: str = "big") -> int:
+    return int.from_bytes(data[pos:pos + 2], order)
+
+
+def _u32(data: bytes, pos: int, order: str = "big") -> int:
+    return int.from_bytes(data[pos:pos + 4], order)
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            pos += 2
+            continue
+        length = _u16(data, pos + 2)
+        if marker in (*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0)):
+            if length < 7 or pos + 9 > len(data):
+                return None
+            return _u16(data, pos + 5), _u16(data, pos + 7)
+        if marker in (0xD9, 0xDA) or length < 2:  # end of image or start of scan before any frame header
+            return None
+        pos += 2 + length
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    order = "little" if data[:2] == b"II" else "big"
+    ifd = _u32(data, 4, order)
+    if ifd + 2 > len(data):
+        return None
+    found: dict[int, int] = {}
+    for i in range(_u16(data, ifd, order)):
+        e = ifd + 2 + 12 * i
+        if e + 12 > len(data):
+            return None
+        tag, kind = _u16(data, e, order), _u16(data, e + 2, order)
+        if tag in (256, 257):
+            found[tag] = _u16(data, e + 8, order) if kind == 3 else _u32(data, e + 8, order)
+    return (found[257], found[256]) if len(found) == 2 else None
+
+
+def image_header_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) read from the header of a PNG, JPEG, WebP, BMP or TIFF file's bytes without
+    decoding a pixel; None when the header is damaged or of another kind. A PNG's IHDR must pass
+    its CRC, so a damaged size field is caught rather than trusted."""
+    try:
+        if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR" and _u32(data, 8) == 13:
+            if zlib.crc32(data[12:29]) & 0xFFFFFFFF != _u32(data, 29):
+                return None
+            size = _u32(data, 20), _u32(data, 16)
+        elif data[:3] == b"\xff\xd8\xff":
+            size = _jpeg_size(data)
+        elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            kind = data[12:16]
+            if kind == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+                size = _u16(data, 28, "little") & 0x3FFF, _u16(data, 26, "little") & 0x3FFF
+            elif kind == b"VP8L" and data[20] == 0x2F:
+                bits = _u32(data, 21, "little")
+                size = ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+            elif kind == b"VP8X":
+                size = int.from_bytes(data[27:30], "little") + 1, int.from_bytes(data[24:27], "little") + 1
+            else:
+                size = None
+        elif data[:2] == b"BM" and len(data) >= 26:
+            if _u32(data, 14, "little") == 12:
+                size = _u16(data, 20, "little"), _u16(data, 18, "little")
+            else:
+                w = int.from_bytes(data[18:22], "little", signed=True)
+                h = int.from_bytes(data[22:26], "little", signed=True)
+                size = abs(h), abs(w)
+        elif data[:4] in (b"II*\x00", b"MM\x00*"):
+            size = _tiff_size(data)
+        else:
+            size = None
+    except IndexError:
+        return None
+    return size if size is not None and size[0] > 0 and size[1] > 0 else None
+
+
+def _read_raw(path: str | os.PathLike, flags: int, max_pixels: int | None = None) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise ImageReadError(p, "file not found")
+    if max_pixels is not None and p.stat().st_size > 8 * max_pixels + (1 << 20):
+        raise ImageReadError(p, f"{p.stat().st_size} bytes, more than any image of at most {max_pixels} pixels "
+                                "can take (the --max-pixels limit); not read")
     data = p.read_bytes()
     if not data:
         raise ImageReadError(p, "file is empty (0 bytes)")
+    if max_pixels is not None:
+        size = image_header_size(data)
+        if size is None:
+            raise ImageReadError(p, "image size unreadable from its header (damaged, or not PNG/JPEG/WebP/BMP/TIFF); "
+                                    "not decoded")
+        if size[0] * size[1] > max_pixels:
+            raise ImageReadError(p, f"{size[1]}x{size[0]} is {size[0] * size[1]} pixels, more than the limit of "
+                                    f"{max_pixels} (--max-pixels); not decoded")
     arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if arr is None or arr.size == 0:
         raise ImageReadError(p, "not a decodable image (corrupt or wrong format)")
@@ -64,9 +161,11 @@ def to_rgb_uint8(arr: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read any supported image as RGB uint8 (H, W, 3)."""
-    return to_rgb_uint8(_read_raw(path, cv2.IMREAD_UNCHANGED))
+def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Read any supported image as RGB uint8 (H, W, 3). With ``max_pixels`` the size is read from
+    the header first and a larger (or header-damaged) image is refused before any decode, so one
+    hostile file cannot take the process's memory."""
+    return to_rgb_uint8(_read_raw(path, cv2.IMREAD_UNCHANGED, max_pixels))
 
 
 def read_label(path: str | os.PathLike, channel: int | None = None) -> np.ndarray:
@@ -100,7 +199,6 @@ def _build_luts() -> dict[str, np.ndarray]:
 
 
 _LUTS = _build_luts()
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _png_palette(path: Path, data: bytes) -> np.ndarray:
@@ -187,16 +285,36 @@ def _file_mode() -> int:
 _FILE_MODE = _file_mode()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename in folder ``path`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = False, temp_tag: str = "") -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
+
+    ``fsync`` flushes the file to the disk before the rename (the folder is the caller's to
+    sync, once for many files), so a power cut never leaves a named but empty file.
+    ``temp_tag`` goes into the temporary name (``.NAME.TAG.XXXXXXXX.tmp``) so that a cleanup can
+    tell which run's temporary files are stale."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.{temp_tag + '.' if temp_tag else ''}", suffix=".tmp", dir=p.parent)
     try:
         if hasattr(os, "fchmod"):
             os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, p)
     except BaseException:
         try:

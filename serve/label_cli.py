@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from prnseg.serve.pipeline import DEFAULT_SAVE, OPTIONAL, LabelOptions, label_folder
+from prnseg.serve.pipeline import (DEFAULT_MAX_PIXELS, DEFAULT_SAVE, EXIT_SOME_FAILED, OPTIONAL, LabelOptions,
+                                   label_folder)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -49,6 +50,9 @@ def add_label_arguments(p: argparse.ArgumentParser) -> None:
                    help="label only shard I of N (0-based; stable hash of the path), for parallel runs")
     p.add_argument("--max-failures", type=int, default=0, metavar="N",
                    help="stop after N failed images (default 0: never stop; failures are logged)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="refuse images of more than N pixels, read from the file header before any decode "
+                        f"(default {DEFAULT_MAX_PIXELS}); a header that cannot be read is refused too")
     p.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
@@ -69,7 +73,8 @@ def run_label(args: argparse.Namespace) -> int:
         workers=args.workers, ignore_noisy=args.ignore_noisy, noise_threshold=args.noise_threshold,
         save=args.save, gt_dir=Path(args.gt) if args.gt else None, shard=args.shard,
         max_failures=args.max_failures, backend=args.backend, device=args.device, precision=args.precision,
-        threads=args.threads, streams=args.streams, png_level=args.png_level, progress=not args.no_progress, engine=args.engine)
+        threads=args.threads, streams=args.streams, png_level=args.png_level, progress=not args.no_progress, engine=args.engine,
+        max_pixels=args.max_pixels)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr)
@@ -95,4 +100,4 @@ def run_label(args: argparse.Namespace) -> int:
         print("re-run the same command to resume (finished images are skipped, failed ones retried)")
     print(f"next: prnseg train --config CONFIG --set uda.mode=source_only --set data.source.kind=folder "
           f"--set data.source.root={out} --out runs/pseudo   # {out}/images -> INPUT_DIR, labels/, train.txt")
-    return 0
+    return EXIT_SOME_FAILED if c["failed"] else 0

@@ -25,10 +25,13 @@ OUT_DIR; an unsharded re-run afterwards finds every image finished and reports t
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import threading
+import unicodedata
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +44,7 @@ import numpy as np
 from prnseg import __version__
 from prnseg.errors import PrnsegError
 from prnseg.serve.image_io import (IMAGE_EXTENSIONS, atomic_write_bytes, encode_gray_png, encode_image,
-                                   encode_palette_png, read_image, read_trainids)
+                                   encode_palette_png, fsync_dir, read_image, read_trainids)
 from prnseg.serve.model_spec import ModelSpec, load_model_spec
 
 #: Outputs always written, and the optional ones ``--save`` adds (folder name = output name).
@@ -51,6 +54,15 @@ DEFAULT_SAVE = ("confidence",)
 OUTPUT_DIRS = ALWAYS + OPTIONAL
 SETTINGS_FILE = "label.json"
 TRAIN_LIST = "train.txt"
+#: Images larger than this are refused from their header, before any decode (``--max-pixels``):
+#: 40 MP decodes to 120 MB per decode thread; a 20000 x 20000 PNG would take 1.2 GB.
+DEFAULT_MAX_PIXELS = 40_000_000
+#: Exit status of ``prnseg label`` when the run finished but some images failed (2: the run
+#: stopped or could not start; 0: every image labelled).
+EXIT_SOME_FAILED = 1
+#: Write errors no other image can escape: the run stops at once instead of failing them all.
+STOP_ERRNOS = frozenset(e for e in (errno.ENOSPC, errno.EROFS, errno.EIO, getattr(errno, "EDQUOT", None)) if e)
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 class LabelError(PrnsegError):
@@ -59,6 +71,21 @@ class LabelError(PrnsegError):
 
 class LabelAborted(PrnsegError):
     """The run stopped after ``--max-failures`` failures; its summary was written."""
+
+
+class LabelStopped(PrnsegError):
+    """OUT_DIR is full, read-only or failing: the run stopped at once (summary written where the
+    disk allowed); freeing space and re-running the same command resumes it."""
+
+
+def disk_problem(exc: OSError) -> str:
+    """What a write error means and what to do about it, in a few words."""
+    what = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
+            errno.EIO: "input/output error", getattr(errno, "EDQUOT", -1): "disk quota exceeded"}
+    fix = {errno.ENOSPC: "free space", errno.EROFS: "make it writable or use another --out",
+           errno.EIO: "check the disk or use another --out", getattr(errno, "EDQUOT", -1): "free space"}
+    return (f"{what.get(exc.errno, exc.strerror or type(exc).__name__)}; "
+            f"{fix.get(exc.errno, 'make it writable or use another --out')}")
 
 
 @dataclass
@@ -82,6 +109,7 @@ class LabelOptions:
     png_level: int = 1
     progress: bool = True
     engine: str = "local"
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self):
         self.input_dir, self.out_dir, self.model_dir = Path(self.input_dir), Path(self.out_dir), Path(self.model_dir)
@@ -111,6 +139,8 @@ class LabelOptions:
             raise LabelError(f"--max-failures must be >= 0, got {self.max_failures}")
         if not 0 <= self.png_level <= 9:
             raise LabelError(f"PNG compression level must be 0..9, got {self.png_level}")
+        if self.max_pixels < 1:
+            raise LabelError(f"--max-pixels must be >= 1, got {self.max_pixels}")
 
     @property
     def tag(self) -> str:
@@ -120,10 +150,37 @@ class LabelOptions:
     def subdirs(self) -> tuple[str, ...]:
         return ALWAYS + self.save
 
+    @property
+    def temp_tag(self) -> str:
+        """Put into this run's temporary file names (``lbl`` or ``lbl-shard-I-of-N``): a run removes
+        only stale temporary files of its own kind, never those of a shard running next to it."""
+        return "lbl" + self.tag.replace(".", "-")
+
+
+#: ``.NAME.png.TAG.XXXXXXXX.tmp``, as atomic_write_bytes names a temporary file given a tag.
+_TEMP_NAME = re.compile(r"\.(?P<final>.+\.png)\.(?P<tag>lbl(?:-shard-\d+-of-\d+)?)\.[A-Za-z0-9_]+\.tmp")
+
 
 def shard_of(key: str, n: int) -> int:
-    """Stable shard of an output name (relative path without extension)."""
-    return int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") % n
+    """Stable shard of an output name (relative path without extension; bytes a file system
+    returned undecoded hash as those bytes)."""
+    return int.from_bytes(hashlib.sha1(key.encode("utf-8", "surrogateescape")).digest()[:8], "big") % n
+
+
+def name_problem(rel: str) -> str | None:
+    """Why a relative path cannot be written exactly where names go, or None. JSON files hold any
+    name (bytes that are not UTF-8 appear as ``\\udcXX`` escapes, as ``os.fsdecode`` gives them),
+    but ``train.txt`` holds one UTF-8 name per line, read back with ``splitlines`` and ``strip``:
+    images whose names it cannot hold are refused (logged, with a rename hint), never mangled."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8"
+    if len(rel.splitlines()) != 1 or any(unicodedata.category(c) == "Cc" for c in rel):
+        return "file name contains a line break or another control character"
+    if rel != rel.strip() or rel.startswith("#"):
+        return "file name starts or ends with white space, or starts with '#'"
+    return None
 
 
 @dataclass
@@ -140,13 +197,23 @@ class Item:
         return cls(d["rel"], d["key"], tuple(d["gt"]) if d.get("gt") else None)
 
 
+def _identity(path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def list_inputs(input_dir: Path, exclude: Path | None = None) -> list[str]:
     """Image files under ``input_dir`` (recursive, sorted), as posix paths relative to it;
-    ``exclude`` (an OUT_DIR inside INPUT_DIR) is not entered."""
-    excluded = os.path.normpath(str(exclude)) if exclude is not None else None
+    ``exclude`` (an OUT_DIR inside INPUT_DIR) is not entered, however either is spelled (relative,
+    absolute, through a link): folders are compared by device and inode."""
+    excluded = _identity(exclude) if exclude is not None else None
     found = []
     for dirpath, dirnames, filenames in os.walk(input_dir):
-        dirnames[:] = sorted(d for d in dirnames if os.path.normpath(os.path.join(dirpath, d)) != excluded)
+        dirnames[:] = sorted(d for d in dirnames
+                             if excluded is None or _identity(os.path.join(dirpath, d)) != excluded)
         for name in filenames:
             if name.lower().endswith(IMAGE_EXTENSIONS):
                 found.append(Path(os.path.relpath(os.path.join(dirpath, name), input_dir)).as_posix())
@@ -195,7 +262,10 @@ class Journal:
     #: often (a power cut loses at most this window; those images are redone on resume).
     SYNC_EVERY_S = 0.5
 
-    def __init__(self, out_dir: Path, tag: str, total: int, progress: bool):
+    def __init__(self, out_dir: Path, tag: str, total: int, progress: bool, stop: threading.Event | None = None):
+        self.stop = stop if stop is not None else threading.Event()
+        self.halted: OSError | None = None  # the disk error that stopped the run
+        self._halt_lock = threading.Lock()
         self._synced = time.monotonic()
         self.manifest = out_dir / f"manifest{tag}.jsonl"
         self.failures = out_dir / f"failures{tag}.jsonl"
@@ -211,21 +281,42 @@ class Journal:
 
             self.bar = tqdm(total=total, unit="img", desc="label", dynamic_ncols=True, smoothing=0.1)
 
+    def halt(self, exc: BaseException) -> bool:
+        """Stop the run at once when ``exc`` is a disk error no later image could escape (full,
+        read-only, failing); True when it was one. Nothing is journalled after it, so every image
+        not yet journalled is redone in full by the next run."""
+        if not (isinstance(exc, OSError) and exc.errno in STOP_ERRNOS):
+            return False
+        with self._halt_lock:
+            if self.halted is None:
+                self.halted = exc
+        self.stop.set()
+        return True
+
     def add(self, rec: dict) -> None:
         line = _json_line(rec)
         with self.lock:
-            self._m.write(line)
-            self._m.flush()
-            now = time.monotonic()
-            if now - self._synced >= self.SYNC_EVERY_S:
-                os.fsync(self._m.fileno())
-                self._synced = now
+            if self.halted is not None:
+                return
+            try:
+                self._m.write(line)
+                self._m.flush()
+                now = time.monotonic()
+                if now - self._synced >= self.SYNC_EVERY_S:
+                    os.fsync(self._m.fileno())
+                    self._synced = now
+                if rec["status"] != "ok":
+                    self._f.write(_json_line({"path": rec["path"], "stage": rec.get("stage"),
+                                              "reason": rec.get("reason")}))
+                    self._f.flush()
+            except OSError as exc:
+                if not self.halt(exc):
+                    raise
+                return
             if rec["status"] == "ok":
                 self.n_ok += 1
             else:
                 self.n_failed += 1
-                self._f.write(_json_line({"path": rec["path"], "stage": rec.get("stage"), "reason": rec.get("reason")}))
-                self._f.flush()
             if self.bar is not None:
                 self.bar.update(1)
                 if self.n_failed:
@@ -237,18 +328,31 @@ class Journal:
     def close(self) -> None:
         with self.lock:
             for f in (self._m, self._f):
-                f.flush()
-                os.fsync(f.fileno())
-                f.close()
+                try:
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError as exc:
+                    if not self.halt(exc):
+                        raise
+                try:
+                    f.close()
+                except OSError:
+                    if self.halted is None:
+                        raise
             if self.bar is not None:
                 self.bar.close()
                 self.bar = None
 
-    def compact(self) -> dict[str, dict]:
-        """One line per image (its latest attempt), sorted by path; failures rewritten to match."""
+    def latest(self) -> dict[str, dict]:
+        """Each image's latest attempt, read from the journal (a torn last line skipped)."""
         latest: dict[str, dict] = {}
         for rec in read_jsonl(self.manifest):
             latest[rec["path"]] = rec
+        return latest
+
+    def compact(self) -> dict[str, dict]:
+        """One line per image (its latest attempt), sorted by path; failures rewritten to match."""
+        latest = self.latest()
         ordered = [latest[k] for k in sorted(latest)]
         atomic_write_bytes(self.manifest, b"".join(_json_line(r) for r in ordered))
         atomic_write_bytes(self.failures, b"".join(
@@ -280,6 +384,7 @@ class OutputWriter:
         self.colors[: len(spec.palette)] = np.asarray(spec.palette, np.uint8)
         self.num_classes = spec.num_classes
         self.gt_dir = opts.gt_dir
+        self.temp_tag = opts.temp_tag
 
     def _gray(self, arr: np.ndarray) -> bytes:
         return encode_gray_png(arr, self.level)
@@ -294,8 +399,13 @@ class OutputWriter:
                  "color": lambda: encode_image(self.colors[label], png_level=self.level),
                  "raw": lambda: encode_palette_png(pred.raw_label, self.colors, self.level),
                  "noise_prob": lambda: self._gray(pred.noise_prob)}
+        folders = set()
         for sub in ALWAYS + self.save:
-            atomic_write_bytes(self.out / sub / f"{item.key}.png", blobs[sub]())
+            path = self.out / sub / f"{item.key}.png"
+            atomic_write_bytes(path, blobs[sub](), fsync=True, temp_tag=self.temp_tag)
+            folders.add(path.parent)
+        for folder in folders:  # the renames durable too, before the caller journals the image
+            fsync_dir(folder)
         n = label.size
         hist = np.bincount(pred.label.ravel(), minlength=256)[: self.num_classes]
         rec = {
@@ -329,11 +439,14 @@ class Plan:
     todo: list[Item]
     skipped: int
     collisions: list[tuple[str, str]]  # (path, the path it collides with)
+    refused: list[tuple[str, str]]  # (path, why its name cannot be written: name_problem)
     finished: dict[str, dict] = field(default_factory=dict)  # records of the images skipped as finished
 
 
 def _scan_outputs(out_dir: Path, opts: LabelOptions) -> set[str]:
-    """Existing output files (``sub/key.png``); removes this shard's stale temp files on the way."""
+    """Existing output files (``sub/key.png``); removes stale temp files of this run's kind on the
+    way (its lock is held, so none of them is being written). Temp files of another kind (a shard
+    running next to an unsharded run) are left to that kind's next run."""
     existing: set[str] = set()
     for sub in OUTPUT_DIRS:
         root = out_dir / sub
@@ -342,9 +455,14 @@ def _scan_outputs(out_dir: Path, opts: LabelOptions) -> set[str]:
             for name in filenames:
                 rel = name if rel_dir == "." else f"{Path(rel_dir).as_posix()}/{name}"
                 if name.startswith(".") and name.endswith(".tmp"):
-                    final = name[1:].rsplit(".", 2)[0]
-                    key = (final if rel_dir == "." else f"{Path(rel_dir).as_posix()}/{final}")[: -len(".png")]
-                    if opts.shard is None or shard_of(key, opts.shard[1]) == opts.shard[0]:
+                    m = _TEMP_NAME.fullmatch(name)
+                    if m is not None:
+                        mine = m.group("tag") == opts.temp_tag
+                    else:  # untagged, from an older prnseg: its shard follows from the name
+                        final = name[1:].rsplit(".", 2)[0]
+                        key = (final if rel_dir == "." else f"{Path(rel_dir).as_posix()}/{final}")[: -len(".png")]
+                        mine = opts.shard is None or shard_of(key, opts.shard[1]) == opts.shard[0]
+                    if mine:
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(os.path.join(dirpath, name))
                     continue
@@ -366,18 +484,35 @@ def _previous_records(out_dir: Path, tag: str) -> dict[str, dict]:
     return records
 
 
+def outputs_intact(out_dir: Path, key: str, rec: dict, subdirs) -> bool:
+    """True when every output of a finished image is a complete PNG (ends with IEND) that decodes
+    to the image's recorded size: a file left empty or torn by a power cut is redone, not trusted."""
+    size = tuple(rec.get("size") or ())
+    for sub in subdirs:
+        try:
+            data = (out_dir / sub / f"{key}.png").read_bytes()
+        except OSError:
+            return False
+        if not data.endswith(PNG_END):
+            return False
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if arr is None or tuple(arr.shape[:2]) != size:
+            return False
+    return True
+
+
 def make_plan(opts: LabelOptions) -> Plan:
     from prnseg.serve.label_metrics import find_gt
 
     inp, out = opts.input_dir, opts.out_dir  # label_folder has checked that inp is a folder
     if opts.gt_dir is not None and not opts.gt_dir.is_dir():
         raise LabelError(f"{opts.gt_dir}: --gt folder not found")
-    inside = out.resolve().is_relative_to(inp.resolve())
-    listed_all = list_inputs(inp, exclude=out if inside else None)
+    listed_all = list_inputs(inp, exclude=out)
     if not listed_all:
         raise LabelError(f"{inp}: no images ({', '.join(IMAGE_EXTENSIONS)}) found (searched recursively)")
     seen: dict[str, str] = {}
     collisions: list[tuple[str, str]] = []
+    refused: list[tuple[str, str]] = []
     listed: list[str] = []
     items: list[Item] = []
     for rel in listed_all:
@@ -385,6 +520,10 @@ def make_plan(opts: LabelOptions) -> Plan:
         if opts.shard is not None and shard_of(key, opts.shard[1]) != opts.shard[0]:
             continue
         listed.append(rel)
+        problem = name_problem(rel)
+        if problem is not None:
+            refused.append((rel, problem))
+            continue
         if key in seen:
             collisions.append((rel, seen[key]))
             continue
@@ -392,8 +531,7 @@ def make_plan(opts: LabelOptions) -> Plan:
         items.append(Item(rel, key))
     existing = _scan_outputs(out, opts)
     previous = _previous_records(out, opts.tag)
-    todo: list[Item] = []
-    finished: dict[str, dict] = {}
+    candidates: list[tuple[Item, dict]] = []
     for item in items:
         if opts.gt_dir is not None:
             item.gt = find_gt(opts.gt_dir, item.rel)
@@ -404,10 +542,12 @@ def make_plan(opts: LabelOptions) -> Plan:
             have = (rec.get("gt") or {}).get("file")
             done = have == want and "error" not in (rec.get("gt") or {})
         if done:
-            finished[item.rel] = rec
-        else:
-            todo.append(item)
-    return Plan(opts, listed, todo, len(items) - len(todo), collisions, finished)
+            candidates.append((item, rec))
+    with ThreadPoolExecutor(opts.workers, thread_name_prefix="prnseg-verify") as pool:
+        intact = list(pool.map(lambda c: outputs_intact(out, c[0].key, c[1], opts.subdirs), candidates))
+    finished = {item.rel: rec for (item, rec), ok in zip(candidates, intact) if ok}
+    todo = [item for item in items if item.rel not in finished]
+    return Plan(opts, listed, todo, len(items) - len(todo), collisions, refused, finished)
 
 
 def _settings(opts: LabelOptions, spec: ModelSpec) -> dict:
@@ -525,7 +665,7 @@ def run_local(plan: Plan, predictor, writer: OutputWriter, journal: Journal, opt
 
     def decode(item: Item):
         t0 = time.perf_counter()
-        rgb = read_image(opts.input_dir / item.rel)
+        rgb = read_image(opts.input_dir / item.rel, opts.max_pixels)
         fitted, placement = predictor.prepare(rgb)
         dt = time.perf_counter() - t0
         add_time("decode", dt)
@@ -533,11 +673,14 @@ def run_local(plan: Plan, predictor, writer: OutputWriter, journal: Journal, opt
 
     def write(entry, outputs, j, infer_s):
         item, _, placement, decode_s = entry
+        if journal.halted is not None:
+            return
         t0 = time.perf_counter()
         try:
             fields = writer.write(item, predictor.finish(outputs, j, placement))
-        except Exception as exc:  # one image's write failing must not stop the run
-            journal.fail(item.rel, "write", _reason(exc))
+        except Exception as exc:  # one image's write failing must not stop the run, a full disk must
+            if not journal.halt(exc):
+                journal.fail(item.rel, "write", _reason(exc))
             return
         write_s = time.perf_counter() - t0
         add_time("write", write_s)
@@ -548,6 +691,8 @@ def run_local(plan: Plan, predictor, writer: OutputWriter, journal: Journal, opt
 
     def infer(entries, write_pool):
         try:
+            if journal.halted is not None:  # the disk stopped the run: no more inference
+                return
             t0 = time.perf_counter()
             runs = infer_isolating(predictor, entries, batch,
                                    lambda e, exc: journal.fail(e[0].rel, "infer", _reason(exc)))
@@ -620,7 +765,7 @@ def label_items(predictor, writer: OutputWriter, opts: LabelOptions, items: list
     for item in items:
         t0 = time.perf_counter()
         try:
-            fitted, placement = predictor.prepare(read_image(opts.input_dir / item.rel))
+            fitted, placement = predictor.prepare(read_image(opts.input_dir / item.rel, opts.max_pixels))
         except Exception as exc:
             records[item.rel] = {"path": item.rel, "status": "failed", "stage": "decode", "reason": _reason(exc)}
             continue
@@ -642,6 +787,14 @@ def label_items(predictor, writer: OutputWriter, opts: LabelOptions, items: list
                     t1 = time.perf_counter()
                     try:
                         fields = writer.write(item, predictor.finish(outputs, j, placement))
+                    except OSError as exc:
+                        if exc.errno not in STOP_ERRNOS:
+                            records[item.rel] = {"path": item.rel, "status": "failed", "stage": "write",
+                                                 "reason": _reason(exc)}
+                            continue
+                        records[item.rel] = {"path": item.rel, "status": "stopped", "errno": exc.errno,
+                                             "reason": exc.strerror, "file": exc.filename}
+                        return [records[i.rel] for i in items if i.rel in records]
                     except Exception as exc:
                         records[item.rel] = {"path": item.rel, "status": "failed", "stage": "write",
                                              "reason": _reason(exc)}
@@ -725,11 +878,39 @@ def finish(plan: Plan, opts: LabelOptions, spec: ModelSpec, journal_records: dic
     if opts.gt_dir is not None:
         report["gt"] = _gt_report(ok, spec, opts, threshold)
     atomic_write_bytes(opts.out_dir / f"report{opts.tag}.json", (json.dumps(report, indent=2) + "\n").encode())
-    with _flock(opts.out_dir / ".prnseg-label-list.lock", True, ""):
-        done = sorted(p for p in _previous_records(opts.out_dir, "") if (opts.input_dir / p).is_file())
-        atomic_write_bytes(opts.out_dir / TRAIN_LIST, "".join(p + "\n" for p in done).encode())
-        _link_images(opts)
+    try:
+        with _flock(opts.out_dir / ".prnseg-label-list.lock", True, ""):
+            done = sorted(p for p in _previous_records(opts.out_dir, "")
+                          if name_problem(p) is None and (opts.input_dir / p).is_file())
+            atomic_write_bytes(opts.out_dir / TRAIN_LIST, "".join(p + "\n" for p in done).encode())
+            _link_images(opts)
+    except OSError:
+        if not run.get("stopped"):  # after a disk stop the report is what matters; the resume rewrites the list
+            raise
     return report
+
+
+class _Reserve:
+    """Disk space held back for the summary: when OUT_DIR fills up, the run stops, frees this and
+    can still write report.json."""
+
+    SIZE = 256 << 10
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def hold(self) -> None:
+        with open(self.path, "wb") as f:
+            try:
+                os.posix_fallocate(f.fileno(), 0, self.SIZE)
+            except (AttributeError, OSError) as exc:  # a file system without fallocate: write it out
+                if isinstance(exc, OSError) and exc.errno in STOP_ERRNOS:
+                    raise
+                f.write(bytes(self.SIZE))
+
+    def release(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
 
 
 def _link_images(opts: LabelOptions) -> None:
@@ -770,7 +951,18 @@ def engine_threads(opts: LabelOptions) -> dict:
 
 def label_folder(opts: LabelOptions, predictor=None, log=print) -> dict:
     """Run ``prnseg label``; returns the report. Raises :class:`LabelAborted` after writing the
-    summary when ``--max-failures`` is reached."""
+    summary when ``--max-failures`` is reached, :class:`LabelStopped` when OUT_DIR is full,
+    read-only or failing (at once, after writing the summary where the disk allows)."""
+    try:
+        return _label_folder(opts, predictor, log)
+    except OSError as exc:
+        if exc.errno not in STOP_ERRNOS and not isinstance(exc, PermissionError):
+            raise
+        raise LabelStopped(f"{exc.filename or opts.out_dir}: cannot write ({disk_problem(exc)}), then re-run the "
+                           "same command to resume") from None
+
+
+def _label_folder(opts: LabelOptions, predictor, log) -> dict:
     spec = load_model_spec(opts.model_dir) if predictor is None else predictor.spec
     out = opts.out_dir
     if not opts.input_dir.is_dir():
@@ -783,14 +975,20 @@ def label_folder(opts: LabelOptions, predictor=None, log=print) -> dict:
                 "wait for it or use another --out"):
         plan = make_plan(opts)
         check_settings(opts, spec)
-        journal = Journal(out, opts.tag, len(plan.todo) + len(plan.collisions), opts.progress)
-        run = {"ok": 0, "failed": 0, "aborted": False, "engine": opts.engine}
         stop = threading.Event()
+        journal = Journal(out, opts.tag, len(plan.todo) + len(plan.collisions) + len(plan.refused), opts.progress,
+                          stop)
+        run = {"ok": 0, "failed": 0, "aborted": False, "engine": opts.engine}
+        reserve = _Reserve(out / f".prnseg-label{opts.tag}.reserve")
         t_start = time.perf_counter()
         try:
+            reserve.hold()
             for rel, other in plan.collisions:
                 journal.fail(rel, "listing", f"same output name as {other} (outputs are named by path without "
                                              "extension); rename one")
+            for rel, problem in plan.refused:
+                journal.fail(rel, "listing", f"{opts.input_dir / rel}: {problem}; rename it (train.txt and the "
+                                             "reports hold one UTF-8 name per line)")
             if plan.todo:
                 t0 = time.perf_counter()
                 if opts.engine == "ray":
@@ -818,13 +1016,28 @@ def label_folder(opts: LabelOptions, predictor=None, log=print) -> dict:
                     run["wall_s"] = round(time.perf_counter() - t1, 3)
                     run["stage_s"] = {k: round(v, 3) for k, v in times.items()}
         finally:
-            journal.close()
-            run["ok"], run["failed"] = journal.n_ok, journal.n_failed
-            run["aborted"] = opts.max_failures > 0 and journal.n_failed >= opts.max_failures
-            wall = run.get("wall_s") or (time.perf_counter() - t_start)
-            run["images_per_s"] = round((journal.n_ok + journal.n_failed) / wall, 3) if wall > 0 else None
-            records = journal.compact()
-            report = finish(plan, opts, spec, records, run)
+            try:
+                journal.close()
+                run["ok"], run["failed"] = journal.n_ok, journal.n_failed
+                run["aborted"] = opts.max_failures > 0 and journal.n_failed >= opts.max_failures
+                wall = run.get("wall_s") or (time.perf_counter() - t_start)
+                run["images_per_s"] = round((journal.n_ok + journal.n_failed) / wall, 3) if wall > 0 else None
+                if journal.halted is not None:
+                    exc = journal.halted
+                    run["stopped"] = {"errno": errno.errorcode.get(exc.errno, exc.errno), "file": str(exc.filename),
+                                      "reason": disk_problem(exc)}
+                    reserve.release()  # room for the summary; the resume compacts the journal
+                    records = journal.latest()
+                else:
+                    records = journal.compact()
+                report = finish(plan, opts, spec, records, run)
+            finally:
+                reserve.release()
+    if journal.halted is not None:
+        exc = journal.halted
+        raise LabelStopped(f"{exc.filename or out}: {disk_problem(exc)}; stopped at once after labelling "
+                           f"{journal.n_ok} images this run; summary in {out / f'report{opts.tag}.json'}; then "
+                           "re-run the same command to resume")
     if run["aborted"]:
         raise LabelAborted(f"stopped after {journal.n_failed} failures (--max-failures {opts.max_failures}); "
                            f"see {journal.failures}; summary in {out / f'report{opts.tag}.json'}")

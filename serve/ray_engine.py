@@ -84,7 +84,12 @@ def run_ray(plan: Plan, spec: ModelSpec, journal: Journal, opts: LabelOptions, s
             for s in out["record"]:
                 rec = json.loads(s)
                 providers.add(rec.pop("worker")["provider"])
-                journal.add(rec)
+                if rec["status"] == "stopped":  # a worker's disk error: stop the whole run at once
+                    journal.halt(OSError(rec["errno"], rec["reason"], rec["file"]))
+                else:
+                    journal.add(rec)
+            if journal.halted is not None:
+                break
             if opts.max_failures > 0 and journal.n_failed >= opts.max_failures:
                 stop.set()
                 break
