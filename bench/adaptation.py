@@ -260,8 +260,8 @@ def run_one(mode: str, seed: int, args, data: Path, held_out: Path, out: Path) -
     sets = [f"data.source.root={source_root}", f"data.target.root={data / 'cityscapes'}",
             f"uda.mode={'source_only' if mode == 'oracle' else mode}", f"train.seed={seed}",
             f"train.threads={args.threads}", "train.eval_every=0"]
-    if kind:
-        sets += [f"data.source.kind={kind}", "data.source.resize=[512,256]"]
+    if kind:      # the oracle reads the target train split with its labels, at the source's resize
+        sets += [f"data.source.kind={kind}"]
     sets += args.overrides
     iters = args.adapt_iters if mode in ADAPT_MODES and args.adapt_iters else args.iters
     if iters:
