@@ -199,6 +199,71 @@ CHOICES = {
 }
 
 
+#: Numeric ranges: key -> (low, high, low_inclusive, high_inclusive); None = unbounded. A value
+#: outside is a one-line error naming the key, instead of a division by zero, a run that does
+#: nothing and exits 0, or an EMA that diverges.
+RANGES = {
+    "data.flip_prob": (0, 1, True, True), "data.cat_max_ratio": (0, 1, False, True),
+    "data.workers": (0, None, True, True), "data.val_max_images": (0, None, True, True),
+    "data.rcs.temperature": (0, None, False, True), "data.rcs.min_pixels": (0, None, True, True),
+    "data.rcs.min_crop_ratio": (0, 1, True, True),
+    "model.head_channels": (0, None, True, True), "model.drop_path_rate": (0, 1, True, False),
+    "model.num_classes": (1, 255, True, True),
+    "prn.channels": (1, None, True, True), "prn.num_blocks": (0, None, True, True),
+    "prn.eps_low": (0, 1, True, True), "prn.eps_high": (0, 1, True, True),
+    "prn.noise_threshold": (0, 1, True, True), "prn.start_iter": (0, None, True, True),
+    "prn.refine_min_confidence": (0, 1, True, True),
+    "uda.ema_alpha": (0, 1, True, True), "uda.pseudo_threshold": (0, 1, True, True),
+    "uda.jitter_strength": (0, None, True, True), "uda.jitter_apply_prob": (0, 1, True, True),
+    "uda.blur_apply_prob": (0, 1, True, True),
+    "uda.contrastive.temperature": (0, None, False, True), "uda.contrastive.proj_channels": (1, None, True, True),
+    "uda.contrastive.max_anchors_per_class": (1, None, True, True),
+    "uda.contrastive.max_samples": (1, None, True, True),
+    "uda.feature_distance.scale_min_ratio": (0, 1, True, True),
+    "uda.mic.block_size": (1, None, True, True), "uda.mic.mask_ratio": (0, 1, True, True),
+    **{f"uda.loss_weights.{k}": (0, None, True, True) for k in
+       ("source", "target", "prn_refine", "prn_noise", "contrastive", "feature_distance", "mic")},
+    "optim.lr": (0, None, False, True), "optim.head_lr_mult": (0, None, False, True),
+    "optim.weight_decay": (0, None, True, True), "optim.warmup_iters": (0, None, True, True),
+    "optim.warmup_ratio": (0, 1, True, True), "optim.poly_power": (0, None, True, True),
+    "optim.min_lr": (0, None, True, True), "optim.grad_clip": (0, None, True, True),
+    "train.iters": (1, None, True, True), "train.batch_size": (1, None, True, True),
+    "train.eval_every": (0, None, True, True), "train.checkpoint_every": (1, None, True, True),
+    "train.log_every": (1, None, True, True), "train.threads": (0, None, True, True),
+}
+
+
+def _describe_range(lo, hi, lo_in: bool, hi_in: bool) -> str:
+    if hi is None:
+        return f"{'>=' if lo_in else '>'} {lo}"
+    return f"in {'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
+
+
+def check_ranges(cfg: "Config") -> "Config":
+    """Every value of ``RANGES`` (and the lists with a known shape) within its range, or a
+    ConfigError naming the key, the value and the allowed range."""
+    for key, (lo, hi, lo_in, hi_in) in RANGES.items():
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        ok = (value >= lo if lo_in else value > lo) and (hi is None or (value <= hi if hi_in else value < hi))
+        if not ok or value != value:  # NaN compares false with everything
+            raise ConfigError(f"config key '{key}' = {value!r}; must be {_describe_range(lo, hi, lo_in, hi_in)} "
+                              f"(--set {key}=VALUE)")
+    for key, n, lo in (("data.crop", 2, 1), ("uda.pseudo_margins", 4, 0)):
+        head, _, leaf = key.partition(".")
+        value = getattr(getattr(cfg, head), leaf)
+        if len(value) != n or any(v < lo for v in value):
+            raise ConfigError(f"config key '{key}' = {value!r}; must be {n} integers >= {lo}")
+    betas = cfg.optim.betas
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ConfigError(f"config key 'optim.betas' = {betas!r}; must be 2 numbers in [0, 1)")
+    if cfg.prn.eps_low > cfg.prn.eps_high:
+        raise ConfigError(f"config keys 'prn.eps_low' = {cfg.prn.eps_low} > 'prn.eps_high' = {cfg.prn.eps_high}; "
+                          "eps is drawn from [eps_low, eps_high]")
+    return cfg
+
+
 def _build(cls, data: dict, prefix: str):
     if not isinstance(data, dict):
         raise ConfigError(f"config key '{prefix.rstrip('.')}' must be a mapping, got {data!r}")
@@ -326,11 +391,11 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | tuple = 
         data = _read_yaml(name_or_path)
         data.setdefault("name", resolve_config_path(name_or_path).stem)
     data = apply_overrides(data, list(overrides))
-    return _build(Config, data, "")
+    return check_ranges(_build(Config, data, ""))
 
 
 def config_from_dict(data: dict) -> Config:
-    return _build(Config, data, "")
+    return check_ranges(_build(Config, data, ""))
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -70,11 +70,15 @@ class StepResult:
     losses: dict
     lr: float
 
-    def scalars(self, step: int) -> dict[str, float]:
+    def scalars(self, step: int, checkpoint: Path | None = None) -> dict[str, float]:
+        """The loss terms as floats; a non-finite one stops the run before anything is saved, so
+        ``checkpoint`` keeps the last good weights (the optimiser has already stepped on the bad ones)."""
         values = {k: float(v) for k, v in self.losses.items()}
         for k, v in values.items():
             if not math.isfinite(v):
-                raise PrnsegError(f"loss '{k}' became {v} at iteration {step}; lower optim.lr or use train.amp=none")
+                kept = f"; {checkpoint} keeps the last good checkpoint" if checkpoint and checkpoint.exists() else ""
+                raise PrnsegError(f"loss '{k}' is {v} at iteration {step}, so the run stopped without saving it{kept}; "
+                                  "lower optim.lr or use train.amp=none, then continue with --resume")
         return values
 
 
@@ -413,6 +417,7 @@ class UDATrainer:
             for stale in self.out.glob(".*.pt.*.tmp"):  # a write cut short by a kill; last.pt is intact
                 stale.unlink()
             save_config(cfg, self.out / "config.yaml")
+            self._trim_logs()
         if self.step >= cfg.train.iters:
             if main:
                 print(f"{self.out / 'last.pt'} already holds iteration {self.step} of {cfg.train.iters}; nothing to do")
@@ -434,8 +439,8 @@ class UDATrainer:
                     torch.cuda.synchronize(self.device)
                 step_seconds.append(time.perf_counter() - t_step)
                 bar.update(1)
+                losses = result.scalars(self.step, self.out / "last.pt")  # every step, before any checkpoint
                 if main and (self.step % cfg.train.log_every == 0 or self.step == cfg.train.iters):
-                    losses = result.scalars(self.step)
                     row = {"step": self.step, "lr": result.lr, **{k: round(v, 5) for k, v in losses.items()},
                            "sec_per_it": round((time.perf_counter() - t0) / max(self.step - step0, 1), 4)}
                     bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()
@@ -461,6 +466,31 @@ class UDATrainer:
             self._write_summary(step_seconds)
         dist_utils.barrier()
         return self.out / "last.pt"
+
+    def _trim_logs(self) -> None:
+        """Drop log rows after the step this run starts from: a resumed run logs those steps again
+        (from the checkpoint's state), so each step appears once in metrics.csv and eval.jsonl."""
+        from prnseg.serve.image_io import atomic_write_bytes
+
+        def step_of(line: str, csv_row: bool) -> int | None:
+            try:
+                return int(line.split(",", 1)[0]) if csv_row else int(json.loads(line)["step"])
+            except (ValueError, KeyError, TypeError):
+                return None  # a line torn by a kill
+
+        for name, csv_rows in (("metrics.csv", True), ("eval.jsonl", False)):
+            path = self.out / name
+            if not path.is_file():
+                continue
+            if self.step == 0:  # a fresh run in this folder: its checkpoint is replaced, so are its logs
+                path.unlink()
+                continue
+            lines = path.read_text().splitlines(keepends=True)
+            head = lines[:1] if csv_rows else []
+            body = lines[len(head):]
+            keep = [ln for ln in body if ln.endswith("\n") and (step_of(ln, csv_rows) or self.step + 1) <= self.step]
+            if keep != body:
+                atomic_write_bytes(path, "".join(head + keep).encode())
 
     def _write_summary(self, step_seconds: list[float]) -> None:
         """Speed and memory of this run, for benchmarks: the median step time skips warm-up noise."""
