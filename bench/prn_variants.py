@@ -20,6 +20,13 @@ head's AUROC on the labelled target val split (the same metrics as ``prnseg eval
 - ``target_consistency``: the noise head learns on *target* images instead, where a pixel counts
   as noisy when the teacher's label changes under a flip, colour jitter and blur of the image (a
   label-free proxy of its errors); the refine head still learns from the source;
+- ``prototype``: a label-free signal from the target itself (ProDA's prototypical rectification):
+  class prototypes are the mean teacher decoder features of confident target pixels; each target
+  pixel's label is rectified by weighting the teacher's class probabilities with its feature's
+  softmax similarity to every prototype. The PRN learns, on *target* images, to predict the
+  rectified label (refine head) and where it differs from the teacher's (noise head). The score
+  also reports how good the rectified labels themselves are (``rectified_miou``): a PRN taught by
+  them cannot do better than they are;
 - ``target_labels``: an upper bound, not a UDA signal: the PRN learns from the teacher's
   unperturbed logits on the *target train* images and their labels, which training never reads.
   It shows the most this PRN can add on top of this teacher, whatever signal teaches it.
@@ -52,7 +59,9 @@ from prnseg.training.losses import consistency_noise_loss, prn_losses
 from prnseg.training.models.factory import create_prn
 
 VARIANTS = ("full", "logits_only", "fda", "no_perturb", "feature_fft", "prior_residual", "target_consistency",
-            "target_labels")
+            "prototype", "target_labels")
+PROTOTYPE_MIN_CONFIDENCE = 0.9      # pixels that build the prototypes
+PROTOTYPE_TEMPERATURE = 0.1         # of the cosine similarity to the prototypes
 
 
 class _FeatureGate(torch.nn.Module):
@@ -92,6 +101,33 @@ def variant_parts(name: str) -> set[str]:
     return parts - {"full"}
 
 
+def class_prototypes(teacher, batches, n_batches: int, num_classes: int) -> torch.Tensor:
+    """C x D mean decoder features of the target pixels the teacher labels with confidence >=
+    ``PROTOTYPE_MIN_CONFIDENCE`` (a class with no such pixel gets the mean of all of them)."""
+    sums, counts = None, torch.zeros(num_classes)
+    with torch.no_grad():
+        for _, batch in zip(range(n_batches), batches):
+            out = teacher(batch["target"]["img"])
+            f = torch.nn.functional.normalize(out.decoder_features.float(), dim=1)
+            conf, lab = torch.softmax(out.logits.float(), 1).max(1)
+            keep = conf >= PROTOTYPE_MIN_CONFIDENCE
+            fl, ll = f.permute(0, 2, 3, 1)[keep], lab[keep]
+            if sums is None:
+                sums = torch.zeros(num_classes, f.shape[1])
+            sums.index_add_(0, ll, fl)
+            counts += torch.bincount(ll, minlength=num_classes).float()
+    protos = sums / counts.clamp(min=1)[:, None]
+    protos[counts == 0] = sums.sum(0) / counts.sum().clamp(min=1)
+    return torch.nn.functional.normalize(protos, dim=1)
+
+
+def rectified_logits(out, protos: torch.Tensor) -> torch.Tensor:
+    """ProDA's rectification at stride 4: log(p * w), w = softmax(cos(feature, prototypes) / T)."""
+    f = torch.nn.functional.normalize(out.decoder_features.float(), dim=1)
+    w = torch.softmax(torch.einsum("bdhw,cd->bchw", f, protos) / PROTOTYPE_TEMPERATURE, 1)
+    return torch.log_softmax(out.logits.float(), 1) + torch.log(w.clamp_min(1e-12))
+
+
 def train_variant(variant, teacher, cfg, iters, seed, lr):
     parts = variant_parts(variant)
     torch.manual_seed(seed)
@@ -106,6 +142,7 @@ def train_variant(variant, teacher, cfg, iters, seed, lr):
     g = torch.Generator().manual_seed(seed)
     batches = iter(loader)
     labelled_target = _labelled_target_batches(cfg, seed) if "target_labels" in parts else None
+    protos = class_prototypes(teacher, iter(loader), 50, teacher.num_classes) if "prototype" in parts else None
     for step in range(iters):
         b = next(batches)
         xs, ys, xt = b["source"]["img"], b["source"]["gt"], b["target"]["img"]
@@ -121,6 +158,10 @@ def train_variant(variant, teacher, cfg, iters, seed, lr):
         feats = out_s.features
         if "feature_fft" in parts:
             feats = [fft_perturb_logits(fs, ft, eps) for fs, ft in zip(out_s.features, out_t.features)]
+        if protos is not None:   # the target, its teacher logits and their rectified labels take the source's place
+            z, feats = out_t.logits, out_t.features
+            ys = torch.nn.functional.interpolate(rectified_logits(out_t, protos).argmax(1, keepdim=True).float(),
+                                                 size=xt.shape[-2:], mode="nearest")[:, 0].long()
         ref, noise = prn([f.detach() for f in feats], z)
         terms = prn_losses(ref, noise, z, ys)
         if "target_consistency" in parts:
@@ -131,7 +172,31 @@ def train_variant(variant, teacher, cfg, iters, seed, lr):
         if step % 100 == 0:
             print(f"  {variant} step {step}: refine CE {terms['ref'].item():.3f}  noise BCE {terms['noise'].item():.3f}",
                   flush=True)
-    return prn.eval()
+    prn.eval()
+    prn.prototypes = protos
+    return prn
+
+
+def score_rectified(teacher, protos, cfg, data_root, n_images) -> float:
+    """mIoU of the prototype-rectified labels themselves on the labelled target split."""
+    from prnseg.training.metrics import ConfusionMatrix
+
+    vcfg = val_dataset_config(cfg)
+    ds = build_eval_dataset(vcfg.kind, data_root, vcfg.split)
+    pipe = build_test_pipeline(size=vcfg.size)
+    cm = ConfusionMatrix(teacher.num_classes)
+    with torch.no_grad():
+        for i in range(min(n_images, len(ds)) if n_images > 0 else len(ds)):
+            rgb, gt = ds.load_raw(i)
+            x = torch.from_numpy(np.ascontiguousarray(pipe({"img": rgb, "gt": None}, np.random.default_rng(0))["img"]
+                                                      .transpose(2, 0, 1), dtype=np.float32))[None]
+            h, w = x.shape[-2:]
+            x = torch.nn.functional.pad(x, (0, -w % 32, 0, -h % 32))
+            z = rectified_logits(teacher(x), protos)
+            z = torch.nn.functional.interpolate(z, size=x.shape[-2:], mode="bilinear", align_corners=False)[..., :h, :w]
+            z = torch.nn.functional.interpolate(z, size=gt.shape, mode="bilinear", align_corners=False)
+            cm.update(z.argmax(1)[0].numpy(), gt)
+    return cm.miou()
 
 
 def _labelled_target_batches(cfg, seed):
@@ -139,7 +204,7 @@ def _labelled_target_batches(cfg, seed):
     image mirrored with probability 1/2: the ``target_labels`` upper bound's training data."""
     vcfg = val_dataset_config(cfg)
     ds = build_eval_dataset(vcfg.kind, cfg.data.target.root, "train")
-    pipe = build_test_pipeline(resize=vcfg.resize)
+    pipe = build_test_pipeline(size=vcfg.size)
     rng = np.random.default_rng(seed)
     while True:
         xs, ys = [], []
@@ -167,7 +232,7 @@ def score(teacher, prn, cfg, data_root, n_images):
     the evaluation's own code path."""
     vcfg = val_dataset_config(cfg)
     ds = build_eval_dataset(vcfg.kind, data_root, vcfg.split)
-    s = evaluate_pseudo_labels(teacher, prn, ds, vcfg.resize, torch.device("cpu"), cfg.prn.noise_threshold,
+    s = evaluate_pseudo_labels(teacher, prn, ds, vcfg.size, torch.device("cpu"), cfg.prn.noise_threshold,
                                cfg.uda.pseudo_threshold, max_images=max(n_images, 0), progress=False,
                                refine_min_confidence=0.0)
     return {"raw_miou": s["raw"]["miou"], "refined_miou": s["refined"]["miou"],
@@ -204,6 +269,10 @@ def main():
         rows[v] = {**score(teacher, prn, cfg, cfg.data.target.root, args.val_images),
                    "seconds": round(time.perf_counter() - t0, 1)}
         r = rows[v]
+        if getattr(prn, "prototypes", None) is not None:
+            r["rectified_miou"] = score_rectified(teacher, prn.prototypes, cfg, cfg.data.target.root, args.val_images)
+            print(f"{v:<12} the prototype-rectified labels themselves: {100 * r['rectified_miou']:5.1f} mIoU",
+                  flush=True)
         print(f"{v:<12} raw {100 * r['raw_miou']:5.1f} -> refined {100 * r['refined_miou']:5.1f} mIoU   "
               f"pixel acc {100 * r['raw_pixel_accuracy']:5.1f} -> {100 * r['refined_pixel_accuracy']:5.1f}   "
               f"noise AUROC {100 * r['noise_auroc']:5.1f} (max-softmax {100 * r['max_softmax_auroc']:5.1f})",

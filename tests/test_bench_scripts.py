@@ -25,7 +25,7 @@ def _load(name: str):
 def test_adaptation_rewrites_a_benchmark_of_another_generator_version(tmp_path, capsys):
     adaptation = _load("adaptation")
     root = tmp_path / "data"
-    args = ["--source", "2", "--target", "2", "--val", "1", "--size", "64x32", "--seed", "1"]
+    args = ["--source", "2", "--target", "2", "--val", "1", "--size", "32x64", "--seed", "1"]
     adaptation.ensure_benchmark(root, args)
     marker = root / "synth.json"
     meta = json.loads(marker.read_text())
@@ -47,9 +47,9 @@ def test_prn_variants_target_labels_batches_pair_each_image_with_its_own_label(s
     from prnseg.training.data.transforms import build_test_pipeline
 
     variants = _load("prn_variants")
-    cfg = load_config("synthetic", [f"data.target.root={synth_root / 'cityscapes'}", "data.val.resize=[256,128]"])
+    cfg = load_config("synthetic", [f"data.target.root={synth_root / 'cityscapes'}", "data.val.size=[128,256]"])
     ds = build_eval_dataset("cityscapes", str(synth_root / "cityscapes"), "train")
-    pipe = build_test_pipeline(resize=(256, 128))
+    pipe = build_test_pipeline(size=(128, 256))
     raw = [ds.load_raw(i) for i in range(len(ds))]
     batches = variants._labelled_target_batches(cfg, seed=3)
     flips = seen = 0
@@ -71,12 +71,13 @@ def test_prn_variants_target_labels_batches_pair_each_image_with_its_own_label(s
 def test_prn_variants_script_scores_a_uda_variant_and_the_target_label_bound(prn_checkpoint, synth_root, tmp_path):
     out = tmp_path / "variants.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "prn_variants.py"), "--checkpoint", str(prn_checkpoint),
-                           "--data", str(synth_root), "--variants", "full", "target_labels+logits_only",
+                           "--data", str(synth_root), "--variants", "full", "target_labels+logits_only", "prototype",
                            "--iters", "2", "--val-images", "2", "--json", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())["variants"]
-    assert set(rows) == {"full", "target_labels+logits_only"}
+    assert set(rows) == {"full", "target_labels+logits_only", "prototype"}
+    assert 0.0 <= rows["prototype"]["rectified_miou"] <= 1.0 and "prototype-rectified labels" in proc.stdout
     for row in rows.values():
         for key in ("raw_miou", "refined_miou", "noise_auroc", "max_softmax_auroc"):
             assert 0.0 <= row[key] <= 1.0
@@ -149,7 +150,7 @@ def test_adaptation_summary_calibration_and_readme_section(tmp_path):
 def test_adaptation_script_writes_runs_with_source_and_target_miou(synth_root, tmp_path):
     out = tmp_path / "adapt"
     json_path = tmp_path / "a.json"
-    sets = ["data.source.resize=[256,128]", "data.target.resize=[256,128]", "data.val.resize=[256,128]",
+    sets = ["data.source.size=[128,256]", "data.target.size=[128,256]", "data.val.size=[128,256]",
             "data.crop=[128,128]", "data.workers=0", "train.checkpoint_every=1"]
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "adaptation.py"), "--out", str(out), "--data",
                            str(synth_root), "--modes", "source_only,oracle", "--seeds", "0", "--iters", "2",
