@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 
@@ -42,7 +43,23 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
         raise
 
 
+#: torch.load(weights_only=True) can be made to run code by a crafted file up to torch 2.5.1
+#: (CVE-2025-32434): below this release no checkpoint is unpickled at all.
+MIN_SAFE_TORCH = (2, 6)
+
+
+def require_safe_torch(version: str | None = None) -> None:
+    """Refuse to load checkpoints under a torch whose ``weights_only=True`` is not a safe boundary,
+    whatever an installer picked."""
+    version = torch.__version__ if version is None else version
+    release = tuple(int(p) for p in re.findall(r"\d+", version.split("+")[0])[:2])
+    if release < MIN_SAFE_TORCH:
+        raise CheckpointError(f"torch {version}: its torch.load(weights_only=True) can run code from a crafted "
+                              "checkpoint (CVE-2025-32434); pip install 'torch>=2.6'")
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    require_safe_torch()
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
