@@ -75,7 +75,7 @@ def test_prn_target_consistency_without_features_trains_evaluates_and_exports(sy
     sess = ort.InferenceSession(str(spec.artefact_path("pseudolabeler")), providers=["CPUExecutionProvider"])
     o = dict(zip(PSEUDOLABELER_OUTPUTS, sess.run(None, {"image": rgb[None]})))
     _, teacher, prn, _ = load_models(out / "last.pt", "teacher", "cpu")
-    r = run_networks(teacher, prn, rgb, build_test_pipeline(resize=None), torch.device("cpu"), rgb.shape[:2])
+    r = run_networks(teacher, prn, rgb, build_test_pipeline(size=None), torch.device("cpu"), rgb.shape[:2])
     assert o["noise_prob"].dtype == np.uint8                   # probability x 255, rounded
     assert np.abs(o["noise_prob"][0] / 255.0 - r["noise_prob"].numpy()).max() < 0.6 / 255
 
@@ -90,7 +90,7 @@ def test_training_never_reads_target_train_labels(synth_root, tmp_path):
 def _cfg(root, iters, mode="prn"):
     return load_config("synthetic", [
         f"data.source.root={root / 'gta'}", f"data.target.root={root / 'cityscapes'}",
-        "data.source.resize=[256,128]", "data.target.resize=[256,128]", "data.crop=[128,128]",
+        "data.source.size=[128,256]", "data.target.size=[128,256]", "data.crop=[128,128]",
         "data.workers=0", f"uda.mode={mode}", f"train.iters={iters}", "train.eval_every=0",
         "train.checkpoint_every=100", "prn.start_iter=1", "uda.contrastive.max_samples=256"])
 
@@ -246,6 +246,6 @@ def test_warm_start_from_a_source_only_checkpoint(synth_root, prn_checkpoint, tm
     assert all(torch.equal(v, saved[k]) for k, v in trainer.teacher.model.state_dict().items())
 
     cfg.train.init_from = str(prn_checkpoint)
-    cfg.model.head = "segformer"
+    cfg.model.head = "daformer" if cfg.model.head == "segformer" else "segformer"   # not the checkpoint's head
     with pytest.raises(Exception, match="init_from weights do not fit"):
         UDATrainer(cfg, tmp_path / "bad", progress=False)
