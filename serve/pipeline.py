@@ -31,8 +31,8 @@ import json
 import os
 import re
 import threading
-import unicodedata
 import time
+import unicodedata
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field

@@ -9,6 +9,7 @@ reference quirk is a named flag whose default is the reference behaviour.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ class DatasetConfig:
     kind: str = "gta"  # gta | cityscapes | synthia | darkzurich | acdc | folder
     root: str = ""
     split: str = "train"
-    resize: list[int] = field(default_factory=lambda: [1280, 720])  # W, H (mmseg keep-ratio scale)
+    size: list[int] = field(default_factory=lambda: [720, 1280])  # H, W: keep-ratio resize bound (mmseg scale)
 
 
 @dataclass
@@ -38,17 +39,31 @@ class RCSConfig:
 
 
 @dataclass
+class LabeledTargetConfig:
+    """A handful of hand-labelled target images (``data.target_labeled``): the student learns
+    from their labels and the PRN from the teacher's errors on them. Same kind, layout and size
+    as ``data.target`` unless set; ``list`` (a file of image paths relative to ``root``, one a
+    line, as ``prnseg label --suggest`` writes) limits training to those images: no other target
+    label is ever opened."""
+    root: str = ""
+    list: str = ""
+    kind: str = ""
+    split: str = "train"
+
+
+@dataclass
 class DataConfig:
     source: DatasetConfig = field(default_factory=DatasetConfig)
-    target: DatasetConfig = field(default_factory=lambda: DatasetConfig(kind="cityscapes", resize=[1024, 512]))
+    target: DatasetConfig = field(default_factory=lambda: DatasetConfig(kind="cityscapes", size=[512, 1024]))
     # Labelled target split for evaluation; an empty root means "the target root".
-    val: DatasetConfig = field(default_factory=lambda: DatasetConfig(kind="cityscapes", split="val", resize=[1024, 512]))
+    val: DatasetConfig = field(default_factory=lambda: DatasetConfig(kind="cityscapes", split="val", size=[512, 1024]))
     crop: list[int] = field(default_factory=lambda: [512, 512])  # H, W
     cat_max_ratio: float = 0.75
     flip_prob: float = 0.5
     workers: int = 2
     val_max_images: int = 0  # 0 = the whole val split
     rcs: RCSConfig = field(default_factory=RCSConfig)
+    target_labeled: LabeledTargetConfig = field(default_factory=LabeledTargetConfig)
 
 
 @dataclass
@@ -110,6 +125,7 @@ class LossWeights:
     contrastive: float = 0.1
     feature_distance: float = 0.005
     mic: float = 1.0
+    target_labeled: float = 1.0
 
 
 @dataclass
@@ -222,7 +238,8 @@ RANGES = {
     "uda.feature_distance.scale_min_ratio": (0, 1, True, True),
     "uda.mic.block_size": (1, None, True, True), "uda.mic.mask_ratio": (0, 1, True, True),
     **{f"uda.loss_weights.{k}": (0, None, True, True) for k in
-       ("source", "target", "prn_refine", "prn_noise", "contrastive", "feature_distance", "mic")},
+       ("source", "target", "prn_refine", "prn_noise", "contrastive", "feature_distance", "mic",
+        "target_labeled")},
     "optim.lr": (0, None, False, True), "optim.head_lr_mult": (0, None, False, True),
     "optim.weight_decay": (0, None, True, True), "optim.warmup_iters": (0, None, True, True),
     "optim.warmup_ratio": (0, 1, True, True), "optim.poly_power": (0, None, True, True),
@@ -391,11 +408,35 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | tuple = 
         data = _read_yaml(name_or_path)
         data.setdefault("name", resolve_config_path(name_or_path).stem)
     data = apply_overrides(data, list(overrides))
-    return check_ranges(_build(Config, data, ""))
+    return check_ranges(_build(Config, migrate_sizes(data, notice=True), ""))
 
 
 def config_from_dict(data: dict) -> Config:
-    return check_ranges(_build(Config, data, ""))
+    return check_ranges(_build(Config, migrate_sizes(data), ""))
+
+
+def migrate_sizes(data: dict, notice: bool = False) -> dict:
+    """Sizes are [HEIGHT, WIDTH] (``data.<split>.size``, like ``data.crop``). The old key
+    ``resize`` held [WIDTH, HEIGHT]: it is read as ``size`` reversed (with a one-line notice when a
+    user wrote it; checkpoints saved before the rename load silently). Every size is checked."""
+    from prnseg.sizes import parse_hw
+
+    sections = data.get("data") if isinstance(data.get("data"), dict) else {}
+    for split, d in sections.items():
+        if not isinstance(d, dict) or split not in ("source", "target", "val"):
+            continue
+        if "resize" in d:
+            old = d.pop("resize")
+            if not isinstance(old, (list, tuple)) or len(old) != 2:
+                raise ConfigError(f"config key 'data.{split}.resize' = {old!r}: renamed; write data.{split}.size="
+                                  "[HEIGHT, WIDTH]")
+            d["size"] = [old[1], old[0]]
+            if notice:
+                print(f"prnseg: note: data.{split}.resize={list(old)} is the old [WIDTH, HEIGHT] key; read as "
+                      f"data.{split}.size={d['size']} ([HEIGHT, WIDTH]); rename it", file=sys.stderr)
+        if "size" in d:
+            d["size"] = list(parse_hw(d["size"], f"config key 'data.{split}.size'"))
+    return data
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -105,6 +105,9 @@ class UDATrainer:
             self.prn = create_prn_from_config(self.student, cfg.prn).to(self.device)
             if cfg.uda.contrastive.enabled:
                 self.proj = ProjectionHead(self.student.decode_head.channels, cfg.uda.contrastive.proj_channels).to(self.device)
+        from prnseg.training.data.builder import build_labeled_target
+
+        self.labeled_target = build_labeled_target(cfg)
         self.mic = None
         if cfg.uda.mic.enabled and self.mode != "source_only":
             u = cfg.uda
@@ -268,6 +271,16 @@ class UDATrainer:
                                       max_anchors_per_class=c.max_anchors_per_class, max_samples=c.max_samples,
                                       generator=self.generator)
 
+    def _labeled_batch(self):
+        """(images, labels) of ``train.batch_size`` hand-labelled target images for this step, or
+        None. Drawn from (seed, step) alone, so a resumed run draws what the uninterrupted one did."""
+        if self.labeled_target is None:
+            return None
+        ds = self.labeled_target
+        rng = np.random.default_rng([self.cfg.train.seed, 0x1ab, self.step, dist_utils.rank()])
+        items = [ds.get(int(i), rng) for i in rng.integers(len(ds), size=self.cfg.train.batch_size)]
+        return torch.stack([it["img"] for it in items]), torch.stack([it["gt"] for it in items])
+
     def train_step(self, batch: dict) -> StepResult:
         cfg, uda = self.cfg, self.cfg.uda
         w = uda.loss_weights
@@ -281,10 +294,18 @@ class UDATrainer:
         y_s = src["gt"].to(self.device, non_blocking=True)
         log: dict[str, float] = {}
         use_contrast = self.proj is not None
-        last_student_backward = self.mode == "source_only"
+        labeled = self._labeled_batch()
+        if labeled is not None:
+            x_l, y_l = (t.to(self.device, non_blocking=True) for t in labeled)
+        # under DDP only the student's last backward of the step synchronises its gradients
+        later = {"source": self.mode != "source_only" or labeled is not None,
+                 "target": self.mic is not None or labeled is not None, "mic": labeled is not None}
+
+        def sync_after(term: str):
+            return dist_utils.no_sync(self.student_ddp) if later[term] else nullcontext()
 
         # 1. supervised source loss (and source-side contrastive term)
-        with dist_utils.no_sync(self.student_ddp) if not last_student_backward else nullcontext():
+        with sync_after("source"):
             with self._autocast():
                 out_s = self.student_ddp(x_s)
                 loss_src = w.source * seg_ce_loss(out_s.logits, y_s, reduction_mode=uda.ce_reduction)
@@ -324,25 +345,43 @@ class UDATrainer:
                 feats_s = [f.detach() for f in t_s.features]
                 on_target = cfg.prn.noise_signal == "target_consistency"
                 prn_t = None
+                # one PRN pass over every chunk (one forward per backward under DDP): the perturbed
+                # source, the target (target_consistency) and the labelled target images
+                chunks = [(feats_s, logits_s_pert)]
+                if on_target:
+                    chunks.append(([f.detach() for f in t_t.features], logits_t))
+                if labeled is not None:
+                    with torch.no_grad(), self.teacher.pseudo_label_mode(), self._autocast():
+                        t_l = self.teacher.model(x_l)
+                    chunks.append(([f.detach() for f in t_l.features], t_l.logits.float()))
                 with self._autocast():
+                    ref, noise = self.prn_ddp([torch.cat(fs) for fs in zip(*(c[0] for c in chunks))],
+                                              torch.cat([c[1] for c in chunks]))
+                    parts = list(zip(ref.split([c[1].shape[0] for c in chunks]),
+                                     noise.split([c[1].shape[0] for c in chunks])))
+                    (ref_s, noise_s), rest = parts[0], parts[1:]
                     if on_target:
-                        # one PRN pass over source and target (one forward per backward under DDP)
-                        n = x_s.shape[0]
-                        ref, noise = self.prn_ddp([torch.cat([fs, ft.detach()]) for fs, ft in zip(feats_s, t_t.features)],
-                                                  torch.cat([logits_s_pert, logits_t]))
-                        ref_s, prn_t = ref[:n], (ref[n:].detach(), noise[n:].detach())
+                        (ref_c, noise_c), rest = rest[0], rest[1:]
+                        prn_t = (ref_c.detach(), noise_c.detach())
                         with torch.no_grad(), self.teacher.pseudo_label_mode():
                             view = consistency_view(x_t, uda.jitter_strength, generator=self.generator)
                             view_logits = self.teacher.model(view).logits.float().flip(-1)
                         # the refine head still learns from the perturbed source; the noise head on the target
                         prn_terms = {"ref": seg_ce_loss(ref_s, y_s, reduction_mode=uda.ce_reduction),
-                                     "noise": consistency_noise_loss(noise[n:], logits_t, view_logits, size,
+                                     "noise": consistency_noise_loss(noise_c, logits_t, view_logits, size,
                                                                      pos_weight=cfg.prn.noise_pos_weight)}
                     else:
-                        ref_s, noise_s = self.prn_ddp(feats_s, logits_s_pert)
                         prn_terms = prn_losses(ref_s, noise_s, logits_s_pert, y_s, pos_weight=cfg.prn.noise_pos_weight,
                                                reduction_mode=uda.ce_reduction)
                     loss_prn = w.prn_refine * prn_terms["ref"] + w.prn_noise * prn_terms["noise"]
+                    if labeled is not None:
+                        # the teacher's real target errors on human labels: the signal the PRN lacks elsewhere
+                        (ref_l, noise_l), = rest
+                        lab_terms = prn_losses(ref_l, noise_l, chunks[-1][1], y_l, pos_weight=cfg.prn.noise_pos_weight,
+                                               reduction_mode=uda.ce_reduction)
+                        loss_prn = loss_prn + w.prn_refine * lab_terms["ref"] + w.prn_noise * lab_terms["noise"]
+                        log["prn_ref_labeled"] = lab_terms["ref"].detach()
+                        log["prn_noise_labeled"] = lab_terms["noise"].detach()
                 self._backward(loss_prn)
                 log["prn_ref"] = prn_terms["ref"].detach()
                 log["prn_noise"] = prn_terms["noise"].detach()
@@ -379,21 +418,32 @@ class UDATrainer:
                 x_s, x_t, y_s, pseudo, weight, classmix_scope=uda.classmix_scope,
                 jitter_strength=uda.jitter_strength, jitter_apply_prob=uda.jitter_apply_prob,
                 blur_apply_prob=uda.blur_apply_prob, generator=self.generator)
-            with self._autocast():
-                out_m = self.student_ddp(mixed_img)
-                loss_tgt = w.target * seg_ce_loss(out_m.logits, mixed_lbl, weight=mixed_w, reduction_mode=uda.ce_reduction)
-                loss = loss_tgt
-                if use_contrast:  # source GT and refined target labels; noisy pixels (weight 0) left out
-                    loss_con_t = self._contrastive(out_m.decoder_features, mixed_lbl, (mixed_lbl != 255) & (mixed_w > 0))
-                    loss = loss + w.contrastive * loss_con_t
-                    log["contrast_tgt"] = loss_con_t.detach()
-            self._backward(loss)
+            with sync_after("target"):
+                with self._autocast():
+                    out_m = self.student_ddp(mixed_img)
+                    loss_tgt = w.target * seg_ce_loss(out_m.logits, mixed_lbl, weight=mixed_w,
+                                                      reduction_mode=uda.ce_reduction)
+                    loss = loss_tgt
+                    if use_contrast:  # source GT and refined target labels; noisy pixels (weight 0) left out
+                        loss_con_t = self._contrastive(out_m.decoder_features, mixed_lbl,
+                                                       (mixed_lbl != 255) & (mixed_w > 0))
+                        loss = loss + w.contrastive * loss_con_t
+                        log["contrast_tgt"] = loss_con_t.detach()
+                self._backward(loss)
             log["target"] = loss_tgt.detach()
             if self.mic is not None:   # 5. masked image consistency on the same pseudo-labels and weights
-                with self._autocast():
-                    loss_mic = w.mic * self.mic.loss(self.student_ddp, x_t, pseudo, weight, self.generator)
-                self._backward(loss_mic)
+                with sync_after("mic"):
+                    with self._autocast():
+                        loss_mic = w.mic * self.mic.loss(self.student_ddp, x_t, pseudo, weight, self.generator)
+                    self._backward(loss_mic)
                 log["mic"] = loss_mic.detach()
+
+        if labeled is not None:    # 6. the hand-labelled target images, supervised
+            with self._autocast():
+                out_l = self.student_ddp(x_l)
+                loss_lab = w.target_labeled * seg_ce_loss(out_l.logits, y_l, reduction_mode=uda.ce_reduction)
+            self._backward(loss_lab)
+            log["target_labeled"] = loss_lab.detach()
 
         if cfg.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from prnseg.errors import ConfigError
@@ -21,7 +24,7 @@ def _require_root(dcfg: DatasetConfig, key: str) -> str:
 def _build_train_split(cfg: Config, key: str, load_labels: bool) -> SegDataset:
     d = cfg.data
     dcfg: DatasetConfig = getattr(d, key)
-    pipeline = build_train_pipeline(resize=dcfg.resize, crop=d.crop, cat_max_ratio=d.cat_max_ratio,
+    pipeline = build_train_pipeline(size=dcfg.size, crop=d.crop, cat_max_ratio=d.cat_max_ratio,
                                     flip_prob=d.flip_prob)
     return build_dataset(dcfg.kind, _require_root(dcfg, f"data.{key}"), split=dcfg.split,
                          load_labels=load_labels, pipeline=pipeline, seed=cfg.train.seed)
@@ -67,6 +70,38 @@ class SourceOnly:
         return {"source": self.rcs.get_item(rng)}
 
 
+def build_labeled_target(cfg: Config) -> SegDataset | None:
+    """``data.target_labeled``: the labelled target images (those of ``list`` when set), with the
+    training pipeline; None when no root is set."""
+    lt = cfg.data.target_labeled
+    if not lt.root:
+        return None
+    if lt.list and not os.path.isfile(lt.list):
+        raise ConfigError(f"data.target_labeled.list={lt.list}: not found; pass a file of image paths relative "
+                          f"to {lt.root}, one a line (prnseg label --suggest writes suggest.txt)")
+    wanted = None
+    if lt.list:
+        with open(lt.list, encoding="utf-8") as f:
+            wanted = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        if not wanted:
+            raise ConfigError(f"data.target_labeled.list={lt.list}: lists no image")
+    d, t = cfg.data, cfg.data.target
+    pipeline = build_train_pipeline(size=t.size, crop=d.crop, cat_max_ratio=d.cat_max_ratio, flip_prob=d.flip_prob)
+    kind = lt.kind or t.kind
+    # labels are paired by name here and read (opened) only for the records kept
+    ds = build_dataset(kind, lt.root, split=lt.split, load_labels=True, pipeline=pipeline, seed=cfg.train.seed)
+    if wanted is not None:
+        by_name = {Path(r.image).relative_to(ds.root).as_posix(): i for i, r in enumerate(ds.records)}
+        missing = [w for w in wanted if w not in by_name]
+        if missing:
+            raise ConfigError(f"data.target_labeled.list={lt.list}: {missing[0]!r} is not an image of the "
+                              f"{kind} split '{lt.split}' under {lt.root} ({len(missing)} of {len(wanted)} "
+                              f"not found); paths are relative to data.target_labeled.root")
+        keep = sorted({by_name[w] for w in wanted})
+        ds.records = [ds.records[i] for i in keep]
+    return ds
+
+
 def build_rcs(cfg: Config, source: SegDataset) -> RareClassSampler | None:
     if not cfg.data.rcs.enabled:
         return None
@@ -86,7 +121,7 @@ def build_uda_dataset(cfg: Config, with_target: bool = True):
 def val_dataset_config(cfg: Config) -> DatasetConfig:
     """The labelled evaluation split; an empty val root means the target root."""
     v = cfg.data.val
-    return DatasetConfig(kind=v.kind, root=v.root or cfg.data.target.root, split=v.split, resize=v.resize)
+    return DatasetConfig(kind=v.kind, root=v.root or cfg.data.target.root, split=v.split, size=v.size)
 
 
 def build_eval_dataset(kind: str, root: str, split: str) -> SegDataset:
