@@ -47,7 +47,7 @@ def _built_model(work: Path, arch: str) -> Path:
     write_benchmark(root, n_source=6, n_target=4, n_val=2, size=(256, 128), seed=0, workers=1, progress=False,
                     overwrite=True)
     sets = [f"data.source.root={root / 'gta'}", f"data.target.root={root / 'cityscapes'}",
-            "data.source.resize=[256,128]", "data.target.resize=[256,128]", "data.val.resize=[256,128]",
+            "data.source.size=[128,256]", "data.target.size=[128,256]", "data.val.size=[128,256]",
             "data.crop=[128,128]", "data.workers=0", "train.iters=2", "train.eval_every=0", "prn.start_iter=1",
             f"model.arch={arch}"]
     subprocess.run([sys.executable, "-m", "prnseg", "train", "--config", "synthetic", "--out", str(work / "run"),

@@ -21,12 +21,12 @@ import torch
 
 from prnseg import __version__
 from prnseg.errors import PrnsegError
+from prnseg.sizes import parse_hw
 from prnseg.serve.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
 from prnseg.serve.model_spec import FORMAT, FORMAT_VERSION, MODEL_JSON, PSEUDOLABELER_OUTPUTS, load_model_spec, safe_name
 from prnseg.training.checkpoint import file_sha256, load_checkpoint
 from prnseg.training.config import config_from_dict
 from prnseg.training.data.transforms import IMG_MEAN, IMG_STD
-from prnseg.training.models.segmentor import padded_size
 
 from . import onnx_export
 from .graphs import PRNGraph, PseudoLabeler, SegmenterGraph
@@ -52,21 +52,7 @@ class ParityGateError(ExportError):
 
 def parse_size(size) -> tuple[int, int]:
     """``"HxW"`` or ``(H, W)`` -> (H, W), both positive multiples of the output stride."""
-    if isinstance(size, str):
-        parts = size.lower().replace("*", "x").split("x")
-        try:
-            h, w = (int(p) for p in parts)
-        except ValueError:
-            raise ExportError(f"--size {size!r}: expected HEIGHTxWIDTH, e.g. 512x1024") from None
-    else:
-        h, w = (int(v) for v in size)
-    if h <= 0 or w <= 0:
-        raise ExportError(f"--size {h}x{w}: height and width must be positive")
-    if h % STRIDE or w % STRIDE:
-        ph, pw = padded_size(h, w, STRIDE)
-        raise ExportError(f"--size {h}x{w}: not a multiple of {STRIDE} (the network's output stride); "
-                          f"use {ph}x{pw}")
-    return h, w
+    return parse_hw(size, "--size", STRIDE, error=ExportError)
 
 
 class _Steps:
@@ -222,12 +208,12 @@ def export_model(checkpoint, out_dir, *, weights: str = "auto", sizes=None, max_
     _check_out_dir(out, overwrite)
     cfg, state, segmentor, prn, weights = _load(checkpoint, weights)
     if buckets is None:
-        w, h = cfg.data.val.resize
-        buckets = [parse_size((h, w))]
+        buckets = [parse_size(cfg.data.val.size)]
     noise_threshold = cfg.prn.noise_threshold if prn is not None else round(1.0 - cfg.uda.pseudo_threshold, 6)
     job = _Job(checkpoint, out, cfg, state, segmentor, prn,
                PseudoLabeler(segmentor, prn, IMG_MEAN, IMG_STD, noise_threshold,
-                             use_refined_labels=cfg.prn.use_refined_labels).eval(), weights,
+                             use_refined_labels=cfg.prn.use_refined_labels,
+                             refine_min_confidence=cfg.prn.refine_min_confidence).eval(), weights,
                list(dict.fromkeys(buckets)), int(max_batch), bool(fp16), bool(tensorrt), bool(triton), calib_dir,
                int(calib_images), int(opset), bool(overwrite))
     tmp = _make_staging(out)
@@ -339,6 +325,7 @@ def _model_doc(job: _Job, files: dict[str, Path]) -> dict:
                   "threshold": job.reference.noise_threshold},
         "label_source": ("prn_refined" if job.prn is not None and job.reference.use_refined_labels
                          else "segmenter"),
+        "refine_min_confidence": job.reference.refine_min_confidence,
         "artefacts": artefacts,
         "opset": job.opset,
         "precision": ["fp32", "fp16"] if "pseudolabeler_fp16" in files else ["fp32"],

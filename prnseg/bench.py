@@ -594,7 +594,7 @@ def build_random_target(arch: str, hw: tuple[int, int], s: Settings, work: Path,
     h, w = hw
     name = f"{arch}_{h}x{w}"
     base = "synthetic" if arch == "tiny" else "gta2cityscapes"
-    cfg = load_config(base, [f"model.arch={arch}", "model.pretrained=", "uda.mode=prn", f"data.val.resize=[{w},{h}]"])
+    cfg = load_config(base, [f"model.arch={arch}", "model.pretrained=", "uda.mode=prn", f"data.val.size=[{h},{w}]"])
     torch.manual_seed(0)
     model = create_model_from_config(cfg.model, pretrained=False).eval()
     prn = create_prn_from_config(model, cfg.prn).eval()
@@ -920,8 +920,8 @@ def bench_training(s: Settings, work: Path, log) -> dict:
     for mode in ("self_training", "prn"):
         out = work / f"train_{mode}"
         sets = [f"data.source.root={data / 'gta'}", f"data.target.root={data / 'cityscapes'}",
-                f"data.val.root={data / 'cityscapes'}", f"data.source.resize=[{w},{h}]",
-                f"data.target.resize=[{w},{h}]", f"data.val.resize=[{w},{h}]", f"data.crop=[{crop},{crop}]",
+                f"data.val.root={data / 'cityscapes'}", f"data.source.size=[{h},{w}]",
+                f"data.target.size=[{h},{w}]", f"data.val.size=[{h},{w}]", f"data.crop=[{crop},{crop}]",
                 "data.workers=0", f"model.arch={s.train_arch}", f"uda.mode={mode}", f"train.iters={s.train_steps}",
                 "train.eval_every=0", f"train.checkpoint_every={s.train_steps}", f"train.log_every={s.train_steps}",
                 f"train.device={s.device}", "train.batch_size=2", "prn.start_iter=0"]

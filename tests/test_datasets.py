@@ -322,7 +322,7 @@ def test_load_labels_false_never_needs_labels(tmp_path, layout, monkeypatch):
 
     monkeypatch.setattr("prnseg.training.data.datasets.read_trainids", no_label_reads)
     ds = build_dataset(kind, root, load_labels=False, pipeline=build_train_pipeline(
-        resize=(48, 24), crop=(16, 16)), **kw)
+        size=(24, 48), crop=(16, 16)), **kw)
     assert ds.names == labelled.names and not ds.has_labels
     item = ds[0]
     assert set(item) == {"img", "name", "ori_shape"} and item["img"].shape == (3, 16, 16)
@@ -380,7 +380,7 @@ def test_corrupt_png_raises_one_line_error(tmp_path):
     root = make_gta(tmp_path / "gta")
     bad = root / "images/00001.png"
     bad.write_bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes())
-    ds = GTA5Dataset(root, pipeline=build_train_pipeline(resize=None, crop=16))
+    ds = GTA5Dataset(root, pipeline=build_train_pipeline(size=None, crop=16))
     ds[0]
     with pytest.raises(ImageReadError) as e:
         ds[1]
@@ -479,18 +479,18 @@ def test_pad_and_pipelines():
     assert (out["gt"][5:] == 255).all() and (out["gt"][:, 7:] == 255).all()
     assert (out["gt"][:5, :7] == 3).all()
     big = {"img": np.zeros((40, 80, 3), np.uint8), "gt": np.zeros((40, 80), np.uint8)}
-    train = build_train_pipeline(resize=(64, 32), crop=(48, 48))
+    train = build_train_pipeline(size=(32, 64), crop=(48, 48))
     res = train(big, np.random.default_rng(0))
     assert res["img"].shape == (48, 48, 3) and res["img"].dtype == np.float32
     assert (res["gt"][32:] == 255).all()  # padded rows of the 32-high resize are ignored
-    test = build_test_pipeline(resize=(64, 32))(big, None)
+    test = build_test_pipeline(size=(32, 64))(big, None)
     assert test["img"].shape == (32, 64, 3)
     np.testing.assert_allclose(test["img"][0, 0], -np.float32(IMG_MEAN) / np.float32(IMG_STD))
 
 
 def test_dataset_pipeline_and_epochs(tmp_path):
     root = make_gta(tmp_path / "gta")
-    ds = GTA5Dataset(root, pipeline=build_train_pipeline(resize=(128, 64), crop=(24, 40)))
+    ds = GTA5Dataset(root, pipeline=build_train_pipeline(size=(64, 128), crop=(24, 40)))
     a, b = ds[0], ds[0]
     assert a["img"].shape == (3, 24, 40) and a["gt"].shape == (24, 40)
     assert torch.equal(a["img"], b["img"]) and torch.equal(a["gt"], b["gt"])
@@ -508,9 +508,9 @@ def test_dataset_pipeline_and_epochs(tmp_path):
 
 def _uda_pair(tmp_path, **kw):
     src = GTA5Dataset(make_gta(tmp_path / "gta"),
-                      pipeline=build_train_pipeline(resize=(96, 48), crop=(24, 24)))
+                      pipeline=build_train_pipeline(size=(48, 96), crop=(24, 24)))
     tgt = CityscapesDataset(make_cityscapes(tmp_path / "cs"), load_labels=False,
-                            pipeline=build_train_pipeline(resize=(96, 48), crop=(24, 24)))
+                            pipeline=build_train_pipeline(size=(48, 96), crop=(24, 24)))
     return src, tgt
 
 
@@ -673,7 +673,7 @@ def test_rcs_crop_retry_finds_the_rare_class(tmp_path):
     lab[:, :24] = 11
     write_rgb(root / "images/00000.png", rgb(0))
     write_gray(root / "labels/00000.png", lab)
-    pipe = build_train_pipeline(resize=None, crop=(16, 16), cat_max_ratio=1.0, flip_prob=0)
+    pipe = build_train_pipeline(size=None, crop=(16, 16), cat_max_ratio=1.0, flip_prob=0)
     ds = GTA5Dataset(root, pipeline=pipe)
     sampler = RareClassSampler(ds, min_pixels=200, min_crop_ratio=0.25, progress=False)
     assert sampler.min_crop_pixels == 50
@@ -713,7 +713,7 @@ def test_rcs_also_draws_the_source_only_images(tmp_path):
     from prnseg.training.data.builder import SourceOnly, build_uda_dataset
 
     root = make_rcs_source(tmp_path / "gta")
-    sets = [f"data.source.root={root}", "data.source.resize=[64,32]", "data.crop=[32,32]", "uda.mode=source_only"]
+    sets = [f"data.source.root={root}", "data.source.size=[32,64]", "data.crop=[32,32]", "uda.mode=source_only"]
     plain = build_uda_dataset(load_config("synthetic", sets), with_target=False)
     rcs = build_uda_dataset(load_config("synthetic", sets + ["data.rcs.enabled=true", "data.rcs.min_pixels=40"]),
                             with_target=False)
@@ -731,7 +731,7 @@ def test_source_only_draws_a_new_crop_each_time_an_image_comes_round(tmp_path):
     from prnseg.training.data.builder import build_uda_dataset
 
     root = make_gta(tmp_path / "gta", n=2)
-    ds = build_uda_dataset(load_config("synthetic", [f"data.source.root={root}", "data.source.resize=[32,16]",
+    ds = build_uda_dataset(load_config("synthetic", [f"data.source.root={root}", "data.source.size=[16,32]",
                                                      "data.crop=[8,8]", "uda.mode=source_only"]), with_target=False)
     assert len(ds) == 2 * ds.DRAWS_PER_IMAGE
     first = ds[0]["source"]

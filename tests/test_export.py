@@ -229,7 +229,7 @@ def test_labels_equal_the_pytorch_eval_pipeline_on_val_images(exported_model, pr
     from prnseg.training.evaluate import load_models, run_networks
 
     cfg, _, prn, teacher = load_models(prn_checkpoint, "student", "cpu", with_teacher=True)
-    pipeline = build_test_pipeline(resize=cfg.data.val.resize)
+    pipeline = build_test_pipeline(size=cfg.data.val.size)
     spec = load_model_spec(exported_model)
     sess = _session(spec.artefact_path("pseudolabeler"))
     total = same_label = same_raw = 0

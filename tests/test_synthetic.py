@@ -39,7 +39,7 @@ def bench(tmp_path_factory):
     runs = {}
     for workers in (1, 2):
         out = base / f"w{workers}"
-        r = synth(out, "--source", 6, "--target", 6, "--val", 3, "--size", f"{W}x{H}", "--seed", 3,
+        r = synth(out, "--source", 6, "--target", 6, "--val", 3, "--size", f"{H}x{W}", "--seed", 3,
                   "--workers", workers, "--preview", base / f"sheet{workers}.png")
         assert r.returncode == 0, r.stderr
         runs[workers] = (out, r)
@@ -102,7 +102,7 @@ def test_deterministic_and_independent_of_workers(bench, tmp_path):
     a, b = files(bench[1][1][0]), files(bench[1][2][0])
     assert a == b
     other = tmp_path / "other"
-    r = synth(other, "--source", 2, "--target", 1, "--val", 0, "--size", f"{W}x{H}", "--seed", 4, "--workers", 1)
+    r = synth(other, "--source", 2, "--target", 1, "--val", 0, "--size", f"{H}x{W}", "--seed", 4, "--workers", 1)
     assert r.returncode == 0, r.stderr
     c = files(other)
     assert c["gta/images/00000.png"] != a["gta/images/00000.png"]
@@ -169,7 +169,7 @@ def test_domain_gap_exists_and_scales_with_gap():
 
 def test_night_writes_dark_zurich_layout(tmp_path):
     out = tmp_path / "night"
-    r = synth(out, "--night", "--source", 1, "--target", 3, "--val", 3, "--size", f"{W}x{H}", "--workers", 1)
+    r = synth(out, "--night", "--source", 1, "--target", 3, "--val", 3, "--size", f"{H}x{W}", "--workers", 1)
     assert r.returncode == 0, r.stderr
     expected = {"synth.json", "gta/images/00000.png", "gta/labels/00000.png"}
     for split, seq in (("train", "GOPR9001"), ("val", "GOPR9101")):
@@ -218,7 +218,7 @@ def test_version_3_draws_thin_classes_larger_and_version_2_stays_reachable(tmp_p
     assert not np.array_equal(a2[1], render_scene(7, (W, H), "target")[1])
     for version in (2, 3):
         out = tmp_path / f"v{version}"
-        r = synth(out, "--source", 1, "--target", 1, "--val", 1, "--size", f"{W}x{H}", "--workers", 1,
+        r = synth(out, "--source", 1, "--target", 1, "--val", 1, "--size", f"{H}x{W}", "--workers", 1,
                   "--version", version)
         assert r.returncode == 0, r.stderr
         assert json.loads((out / "synth.json").read_text())["version"] == version
@@ -257,10 +257,10 @@ def test_out_must_be_a_new_folder(tmp_path):
 
 def test_overwrite_replaces_a_previous_benchmark(tmp_path):
     out = tmp_path / "b"
-    assert synth(out, "--source", 4, "--target", 1, "--val", 0, "--size", f"{W}x{H}", "--workers", 1).returncode == 0
-    r = synth(out, "--source", 2, "--target", 1, "--val", 0, "--size", f"{W}x{H}", "--workers", 1)
+    assert synth(out, "--source", 4, "--target", 1, "--val", 0, "--size", f"{H}x{W}", "--workers", 1).returncode == 0
+    r = synth(out, "--source", 2, "--target", 1, "--val", 0, "--size", f"{H}x{W}", "--workers", 1)
     assert r.returncode != 0 and "--overwrite" in r.stderr
-    r = synth(out, "--source", 2, "--target", 1, "--val", 0, "--size", f"{W}x{H}", "--workers", 1, "--overwrite")
+    r = synth(out, "--source", 2, "--target", 1, "--val", 0, "--size", f"{H}x{W}", "--workers", 1, "--overwrite")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (out / "gta/images").iterdir()) == ["00000.png", "00001.png"]
 

@@ -65,12 +65,12 @@ def run_networks(model, prn, rgb: np.ndarray, pipeline, device, out_hw=None, amp
     return result
 
 
-def evaluate_segmentation(model, dataset, resize, device, classes="all", max_images=0, progress=True,
+def evaluate_segmentation(model, dataset, size, device, classes="all", max_images=0, progress=True,
                           amp_dtype=None) -> dict:
     from tqdm import tqdm
 
     model.eval()
-    pipeline = build_test_pipeline(resize=resize)
+    pipeline = build_test_pipeline(size=size)
     cm = ConfusionMatrix(model.num_classes)
     n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
     for i in tqdm(range(n), desc="eval", unit="img", disable=not progress):
@@ -82,7 +82,7 @@ def evaluate_segmentation(model, dataset, resize, device, classes="all", max_ima
     return result
 
 
-def evaluate_pseudo_labels(teacher, prn, dataset, resize, device, noise_threshold=0.5, confidence_threshold=0.968,
+def evaluate_pseudo_labels(teacher, prn, dataset, size, device, noise_threshold=0.5, confidence_threshold=0.968,
                            classes="all", max_images=0, progress=True, amp_dtype=None, use_refined_labels=True,
                            refine_min_confidence=0.0, sweep=()) -> dict:
     """Raw (teacher argmax) vs written (the pseudo-label rule's) pseudo-labels, the PRN's own
@@ -92,7 +92,7 @@ def evaluate_pseudo_labels(teacher, prn, dataset, resize, device, noise_threshol
 
     teacher.eval()
     prn.eval()
-    pipeline = build_test_pipeline(resize=resize)
+    pipeline = build_test_pipeline(size=size)
     quality = PseudoLabelQuality(teacher.num_classes, noise_threshold=noise_threshold,
                                  confidence_threshold=confidence_threshold)
     swept = {float(t): [ConfusionMatrix(teacher.num_classes), 0, 0] for t in sweep}
@@ -169,10 +169,10 @@ def evaluate_checkpoint(path, data_root, kind=None, split="val", weights="studen
     if not dataset.has_labels:
         raise PrnsegError(f"{data_root}: split '{split}' has no labels to evaluate against")
     metrics = {"checkpoint": str(path), "weights": weights, "data": str(data_root), "split": split,
-               "classes": classes, **evaluate_segmentation(model, dataset, vcfg.resize, device, classes,
+               "classes": classes, **evaluate_segmentation(model, dataset, vcfg.size, device, classes,
                                                           max_images, progress)}
     if prn is not None:
-        metrics["pseudo_labels"] = evaluate_pseudo_labels(teacher, prn, dataset, vcfg.resize, device,
+        metrics["pseudo_labels"] = evaluate_pseudo_labels(teacher, prn, dataset, vcfg.size, device,
                                                           cfg.prn.noise_threshold, cfg.uda.pseudo_threshold,
                                                           classes, max_images, progress,
                                                           use_refined_labels=cfg.prn.use_refined_labels,
@@ -189,12 +189,12 @@ def evaluate_checkpoint_models(trainer, progress=False) -> dict:
     if not hasattr(trainer, "_val_dataset"):
         trainer._val_dataset = build_eval_dataset(vcfg.kind, vcfg.root, vcfg.split)
     ds = trainer._val_dataset
-    metrics = evaluate_segmentation(trainer.student, ds, vcfg.resize, trainer.device,
+    metrics = evaluate_segmentation(trainer.student, ds, vcfg.size, trainer.device,
                                     max_images=cfg.data.val_max_images, progress=progress,
                                     amp_dtype=trainer.amp_dtype)
     if trainer.prn is not None and trainer.teacher is not None:
         metrics["pseudo_labels"] = evaluate_pseudo_labels(
-            trainer.teacher.model, trainer.prn, ds, vcfg.resize, trainer.device, cfg.prn.noise_threshold,
+            trainer.teacher.model, trainer.prn, ds, vcfg.size, trainer.device, cfg.prn.noise_threshold,
             cfg.uda.pseudo_threshold, max_images=cfg.data.val_max_images, progress=progress,
             amp_dtype=trainer.amp_dtype, use_refined_labels=cfg.prn.use_refined_labels,
             refine_min_confidence=cfg.prn.refine_min_confidence)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
+import sys
 
-from prnseg.errors import ConfigError
+from prnseg.sizes import parse_hw
 
 # The shipped training configs that read this benchmark (training/configs/synthetic*.yaml).
 NEXT_COMMAND = ("prnseg train --config synthetic --set data.source.root={out}/gta "
@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", type=int, default=500, metavar="N",
                         help="target train images; their labels are only for measuring pseudo-labels (default 500)")
     parser.add_argument("--val", type=int, default=100, metavar="N", help="target val images (default 100)")
-    parser.add_argument("--size", default="512x256", metavar="WxH", help="image size (default 512x256)")
+    parser.add_argument("--size", default="256x512", metavar="HxW",
+                        help="image size, HEIGHTxWIDTH as everywhere in prnseg (default 256x512)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default 0)")
     parser.add_argument("--night", action="store_true",
                         help="target is a night domain in the Dark Zurich layout instead of Cityscapes")
@@ -48,25 +49,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'512x256' -> (512, 256); anything else is a one-line ConfigError."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
-    if not m:
-        raise ConfigError(f"--size {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 512x256")
-    return int(m.group(1)), int(m.group(2))
+    """'256x512' -> (256, 512), HEIGHTxWIDTH; anything else is a one-line ConfigError."""
+    return parse_hw(text, "--size")
 
 
 def run(args: argparse.Namespace) -> int:
-    size = parse_size(args.size)
+    h, w = parse_size(args.size)
+    if h > w:
+        print(f"prnseg synth: note: --size {h}x{w} is HEIGHTxWIDTH: portrait images {w} wide and {h} high "
+              f"(street scenes are usually wider: --size {w}x{h})", file=sys.stderr)
     from prnseg.training.data.synthetic import SYNTH_VERSION, write_benchmark
 
-    info = write_benchmark(args.out, args.source, args.target, args.val, size=size, seed=args.seed,
+    info = write_benchmark(args.out, args.source, args.target, args.val, size=(w, h), seed=args.seed,
                            night=args.night, preview=args.preview, workers=args.workers,
                            progress=True, gap=args.gap, overwrite=args.overwrite,
                            version=SYNTH_VERSION if args.version is None else args.version)
     c = info["counts"]
     w, h = info["size"]
     tname = "Dark Zurich night" if info["night"] else "Cityscapes"
-    print(f"wrote the synthetic benchmark to {info['out']} ({w}x{h}, seed {info['seed']}, gap {info['gap']:g}, "
+    print(f"wrote the synthetic benchmark to {info['out']} ({h}x{w} HxW, seed {info['seed']}, gap {info['gap']:g}, "
           f"generator version {info['version']})")
     print(f"  source  {info['layouts']['source']}  GTA5 layout: {c['source']} images + labelIds "
           f"({info['classes_present']['source/train']}/19 classes)")

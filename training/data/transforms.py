@@ -197,16 +197,17 @@ class Compose:
         return "Compose([" + ", ".join(repr(t) for t in self.transforms) + "])"
 
 
-def build_train_pipeline(resize: Sequence[int] | None = (1024, 512),
+def build_train_pipeline(size: Sequence[int] | None = (512, 1024),
                          crop: int | Sequence[int] | None = (512, 512),
                          cat_max_ratio: float = 0.75, flip_prob: float = 0.5,
                          mean: Sequence[float] = IMG_MEAN,
                          std: Sequence[float] = IMG_STD) -> Compose:
     """DAFormer's training pipeline: Resize(keep ratio) -> RandomCrop -> RandomFlip ->
-    Normalize -> Pad(crop, label 255). ``resize`` is (W, H), ``crop`` is (h, w)."""
+    Normalize -> Pad(crop, label 255). ``size`` (the keep-ratio resize bound) and ``crop`` are
+    (H, W)."""
     ts: list[Transform] = []
-    if resize is not None:
-        ts.append(Resize(resize, keep_ratio=True))
+    if size is not None:
+        ts.append(Resize(_pair(size, "size")[::-1], keep_ratio=True))
     if crop is not None:
         ts.append(RandomCrop(crop, cat_max_ratio=cat_max_ratio))
     if flip_prob > 0:
@@ -217,10 +218,11 @@ def build_train_pipeline(resize: Sequence[int] | None = (1024, 512),
     return Compose(ts)
 
 
-def build_test_pipeline(resize: Sequence[int] | None = (1024, 512),
+def build_test_pipeline(size: Sequence[int] | None = (512, 1024),
                         mean: Sequence[float] = IMG_MEAN,
                         std: Sequence[float] = IMG_STD) -> Compose:
-    """Single-scale test pipeline: Resize(keep ratio) -> Normalize (no flip, no crop)."""
-    ts: list[Transform] = [Resize(resize, keep_ratio=True)] if resize is not None else []
+    """Single-scale test pipeline: Resize(keep ratio, bound ``size`` = (H, W)) -> Normalize (no
+    flip, no crop)."""
+    ts: list[Transform] = [Resize(_pair(size, "size")[::-1], keep_ratio=True)] if size is not None else []
     ts.append(Normalize(mean, std))
     return Compose(ts)
