@@ -6,6 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
+from prnseg.checks import check_checkpoint, check_dir
+from prnseg.errors import PrnsegError
+from prnseg.sizes import parse_hw
+
+STRIDE = 32
+# Where a dataset kind keeps its training images, for the printed next command.
+TRAIN_IMAGES = {"cityscapes": "leftImg8bit/{split}", "darkzurich": "rgb_anon/{split}/night", "gta": "images",
+                "synthia": "RGB", "folder": "images"}
+
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by prnseg train (e.g. runs/x/last.pt)")
@@ -13,7 +22,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", choices=("auto", "teacher", "student"), default="auto",
                    help="auto: the EMA teacher when the checkpoint has one (it makes the pseudo-labels), else the student")
     p.add_argument("--size", dest="sizes", action="append", default=None, metavar="HxW",
-                   help="an input size bucket, multiples of 32 (repeatable; default: the config's val resize)")
+                   help="an input size bucket, HEIGHTxWIDTH in multiples of 32, e.g. 256x512 (repeatable; default: "
+                        "the config's val resize)")
     p.add_argument("--max-batch", type=int, default=8, metavar="N",
                    help="largest batch for TensorRT profiles and Triton (the ONNX batch is dynamic)")
     p.add_argument("--fp16", action="store_true",
@@ -33,7 +43,33 @@ def _pct(v: float) -> str:
     return f"{100 * v:.3f}%"
 
 
+def images_to_label(checkpoint: Path) -> Path | None:
+    """The training run's target image folder (its source's for a source-only run), from the run's
+    config.yaml, when it is on this machine: what ``prnseg label`` should label next."""
+    import yaml
+
+    try:
+        data = (yaml.safe_load((checkpoint.parent / "config.yaml").read_text()) or {}).get("data", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    for key in ("target", "source"):
+        d = data.get(key) or {}
+        sub = TRAIN_IMAGES.get(d.get("kind", ""))
+        if d.get("root") and sub is not None:
+            folder = Path(d["root"]) / sub.format(split=d.get("split") or "train")
+            if folder.is_dir():
+                return folder
+    return None
+
+
 def run_export(args: argparse.Namespace) -> int:
+    for s in args.sizes or []:
+        parse_hw(s, "--size", STRIDE, error=PrnsegError)
+    checkpoint = check_checkpoint(args.checkpoint)
+    if args.calib:
+        check_dir(args.calib, "--calib")
+    if args.max_batch < 1:
+        raise PrnsegError(f"--max-batch {args.max_batch}: must be >= 1")
     from prnseg.export.exporter import export_model
 
     out = export_model(args.checkpoint, args.out, weights=args.weights, sizes=args.sizes, max_batch=args.max_batch,
@@ -52,5 +88,10 @@ def run_export(args: argparse.Namespace) -> int:
     buckets = ", ".join(f"{b['height']}x{b['width']}" for b in doc["input"]["buckets"])
     print(f"ready: buckets {buckets} (HxW), batch 1..{doc['input']['max_batch']}, outputs "
           f"{', '.join(doc['outputs'])}")
-    print(f"next: prnseg label IMAGES --model {out} --out OUT")
+    images = images_to_label(checkpoint)
+    labels = Path(out).parent / f"{Path(out).name}-labels"
+    if images is not None:
+        print(f"next: prnseg label {images} --model {out} --out {labels}")
+    else:
+        print(f"next: prnseg label IMAGES --model {out} --out {labels}   # IMAGES: a folder of target-domain images")
     return 0

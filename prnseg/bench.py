@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from prnseg import __version__
+from prnseg import sizes
+from prnseg.checks import check_checkpoint, check_model_dir
 from prnseg.errors import PrnsegError
 
 DEFAULT_ARCHS = ("mit_b0", "mit_b5")
@@ -77,8 +79,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --model: the checkpoint it was exported from, for the PyTorch rows and a PyTorch "
                         "parity reference (without it, parity is measured against ONNX Runtime fp32)")
     p.add_argument("--sizes", nargs="+", default=None, metavar="HxW",
-                   help=f"input sizes, multiples of 32 (default {DEFAULT_SIZE_CUDA} on a GPU, {DEFAULT_SIZE_CPU} on a "
-                        "CPU; with --model: its buckets)")
+                   help=f"input sizes, HEIGHTxWIDTH in multiples of 32 (default {DEFAULT_SIZE_CPU}, the Cityscapes "
+                        "test scale; with --model: its buckets)")
     p.add_argument("--batch", nargs="+", type=int, default=[1], metavar="N", help="batch sizes (default 1)")
     p.add_argument("--iters", type=int, default=0, metavar="N",
                    help=f"timed iterations per row (default 0 = auto: at least 3 and one pass over the images, "
@@ -142,12 +144,7 @@ class Settings:
 
 
 def parse_hw(text: str) -> tuple[int, int]:
-    from prnseg.export.exporter import parse_size
-
-    try:
-        return parse_size(text)
-    except PrnsegError as exc:
-        raise BenchError(str(exc).replace("--size", "--sizes")) from None
+    return sizes.parse_hw(text, "--sizes", 32, error=BenchError)
 
 
 def resolve_device(spec: str) -> str:
@@ -171,6 +168,12 @@ def resolve_device(spec: str) -> str:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
+    for text in args.sizes or []:
+        parse_hw(text)
+    if args.model:
+        check_model_dir(args.model)
+    if args.checkpoint:
+        check_checkpoint(args.checkpoint, "--checkpoint")
     from prnseg.training.models.factory import ENCODERS
 
     device = resolve_device(args.device)

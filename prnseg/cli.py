@@ -17,12 +17,13 @@ from prnseg.errors import PrnsegError
 
 # mode -> (module implementing it, one-line help). A mode is listed only once it works.
 MODES: dict[str, tuple[str, str]] = {
+    "quickstart": ("prnseg.quickstart", "start here: the main job end to end on the synthetic benchmark (synth, adapt, "
+                                        "export, label, report)"),
     "synth": ("prnseg.training.data.synth_cli", "write the synthetic domain-shift benchmark (GTA5 + Cityscapes layouts)"),
     "train": ("prnseg.training.train_cli", "adapt a segmenter: source_only, self_training or prn (the full method)"),
     "eval": ("prnseg.training.train_cli", "score a checkpoint on a labelled split (mIoU, per-class IoU, pseudo-label quality)"),
     "export": ("prnseg.export.cli", "export a checkpoint to ONNX (+ fp16, TensorRT, Triton) with a parity gate"),
     "label": ("prnseg.serve.label_cli", "pseudo-label a folder of images: refined labels, noise masks, confidence (resumable)"),
-    "quickstart": ("prnseg.quickstart", "the main job end to end on the synthetic benchmark: synth, adapt, export, label, report"),
     "demo": ("prnseg.demo.cli", "serve the Gradio web demo of an exported model on localhost"),
     "bench": ("prnseg.bench", "measure every inference backend (speed, parity) and the training step cost on this machine"),
 }

@@ -13,6 +13,8 @@ trains exactly what the first one planned.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -40,7 +42,7 @@ class Plan:
     n_source: int
     n_target: int
     n_val: int
-    size: tuple[int, int]
+    size_hw: tuple[int, int]
     source_only_iters: int
     prn_iters: int
     prn_start_iter: int
@@ -51,28 +53,29 @@ class Plan:
     # quickstart trains on the teacher's labels under the PRN's noise mask; --refine-labels
     # runs the full method instead.
     use_refined_labels: bool = False
+    tiny: bool = False
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help=f"where data, runs, the exported model and labels go (default {DEFAULT_OUT})")
-    p.add_argument("--budget-minutes", type=float, default=10.0, metavar="M",
+    p.add_argument("--budget-minutes", type=float, default=None, metavar="M",
                    help="wall-clock budget used to size the data and iterations (default 10)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:i] (default auto)")
-    p.add_argument("--restart", action="store_true", help="forget a previous run in DIR and start over")
+    p.add_argument("--device", default=None, help="auto, cpu or cuda[:i] (default auto: a GPU when PyTorch sees one)")
+    p.add_argument("--restart", action="store_true", help="forget a previous run in DIR and plan again")
     p.add_argument("--refine-labels", action="store_true",
                    help="train on the PRN's refined labels too (prn.use_refined_labels=true); by default only its "
                         "noise mask is used, which adapts better on this benchmark")
     p.add_argument("--tiny", action="store_true",
-                   help="smoke-test the whole chain in a minute or two (26 small images, 20 + 30 iterations); "
+                   help="smoke-test the whole chain in a minute or two (26 small images, 12 + 16 iterations); "
                         "its numbers mean nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def tiny_plan(device: str) -> Plan:
-    return Plan(device=device, budget_minutes=0.0, n_source=12, n_target=10, n_val=4, size=(256, 128),
-                source_only_iters=20, prn_iters=30, prn_start_iter=5, label_batch=2, crop=128,
-                checkpoint_every=5)
+    return Plan(device=device, budget_minutes=0.0, n_source=12, n_target=10, n_val=4, size_hw=(128, 256),
+                source_only_iters=12, prn_iters=16, prn_start_iter=4, label_batch=2, crop=128,
+                checkpoint_every=4, tiny=True)
 
 
 def make_plan(budget_minutes: float, device: str) -> Plan:
@@ -93,8 +96,34 @@ def make_plan(budget_minutes: float, device: str) -> Plan:
     prn = int(0.7 * train / step["prn"])
     so, prn = max(100, min(so, 8000)), max(100, min(prn, 8000))
     return Plan(device=device, budget_minutes=budget_minutes, n_source=n_source, n_target=n_target,
-                n_val=n_val, size=(512, 256), source_only_iters=so, prn_iters=prn,
+                n_val=n_val, size_hw=(256, 512), source_only_iters=so, prn_iters=prn,
                 prn_start_iter=max(1, prn // 10), label_batch=8 if device.startswith("cuda") else 4)
+
+
+class _DropNext(io.TextIOBase):
+    """A stdout that drops the ``next:`` lines of the stages: the quickstart prints its own."""
+
+    def __init__(self, stream):
+        self.stream, self.pending = stream, ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            if not line.startswith("next: "):
+                self.stream.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def _without_next_lines():
+    drop = _DropNext(sys.stdout)
+    with contextlib.redirect_stdout(drop):
+        yield
+    if drop.pending and not drop.pending.startswith("next: "):
+        drop.stream.write(drop.pending)
 
 
 class Quickstart:
@@ -130,7 +159,8 @@ class Quickstart:
         from prnseg.cli import build_parser, _entry
 
         args = build_parser().parse_args([mode, *argv])
-        rc = int(_entry(mode, "run_{}", "run")(args) or 0)
+        with _without_next_lines():
+            rc = int(_entry(mode, "run_{}", "run")(args) or 0)
         if rc != 0:
             raise PrnsegError(f"stage 'prnseg {mode}' exited with status {rc}; fix the cause above and run "
                               "the same quickstart command again to resume")
@@ -144,7 +174,7 @@ class Quickstart:
             return
         from prnseg.training.data.synthetic import write_benchmark
 
-        w, h = self.plan.size
+        h, w = self.plan.size_hw
         t0 = time.perf_counter()
         write_benchmark(self.data, self.plan.n_source, self.plan.n_target, self.plan.n_val, size=(w, h), seed=0,
                         workers=min(2, os.cpu_count() or 1), progress=self.progress, overwrite=True)
@@ -156,9 +186,9 @@ class Quickstart:
         if self._done(f"train_{name}").exists():
             print(f"  done already: {ckpt}")
             return ckpt
-        w, h = self.plan.size
+        h, w = self.plan.size_hw
         sets = [f"data.source.root={self.data / 'gta'}", f"data.target.root={self.data / 'cityscapes'}",
-                *(f"data.{d}.resize=[{w},{h}]" for d in ("source", "target", "val")),
+                *(f"data.{d}.size=[{h},{w}]" for d in ("source", "target", "val")),
                 f"data.crop=[{self.plan.crop},{self.plan.crop}]",
                 f"uda.mode={mode}", f"train.iters={iters}", "train.eval_every=0",
                 f"train.checkpoint_every={self.plan.checkpoint_every}", f"train.device={self.plan.device}", *extra]
@@ -225,6 +255,29 @@ class Quickstart:
         self._mark("label", time.perf_counter() - t0)
         return json.loads((self.labels / "report.json").read_text())
 
+    def command(self) -> str:
+        """The command that resumes this quickstart."""
+        p = self.plan
+        opts = " --tiny" if p.tiny else f" --budget-minutes {p.budget_minutes:g}"
+        return (f"prnseg quickstart --out {self.out}{opts} --device {p.device}"
+                + (" --refine-labels" if p.use_refined_labels else ""))
+
+    def next_commands(self) -> list[tuple[str, str]]:
+        """(command, what it is for): each runs as printed."""
+        h, w = self.plan.size_hw
+        cs = self.data / "cityscapes"
+        train = " ".join([
+            "prnseg train --config synthetic", f"--set data.source.root={self.data / 'gta'}",
+            f"--set data.target.root={cs}", *(f"--set data.{d}.size=[{h},{w}]" for d in ("source", "target", "val")),
+            f"--set data.crop=[{self.plan.crop},{self.plan.crop}]", f"--set train.device={self.plan.device}",
+            f"--set train.init_from={self.runs / 'prn' / 'last.pt'}", f"--set train.iters={2 * self.plan.prn_iters}",
+            f"--set prn.use_refined_labels={str(self.plan.use_refined_labels).lower()}",
+            f"--out {self.runs / 'prn-longer'}"])
+        return [(f"prnseg demo --model {self.model}", "look at the result in the browser"),
+                (f"prnseg label {cs / 'leftImg8bit' / 'val'} --model {self.model} --out {self.out / 'labels-val'}",
+                 "label a folder of images (here the target val split), as you would your own"),
+                (train, "adapt for longer, from the adapted checkpoint")]
+
     # ---------------------------------------------------------------- report
     def report(self, evals: dict, label_report: dict, seconds: float) -> dict:
         self._stage(7, "report")
@@ -277,51 +330,99 @@ class Quickstart:
         for k, v in rep["paths"].items():
             print(f"  {k:<12} {v}")
         print(f"  report       {self.out / REPORT_FILE}")
-        print("\nnext:")
-        print(f"  prnseg demo --model {self.model}                      # look at it in the browser")
-        print(f"  prnseg label YOUR_IMAGES --model {self.model} --out YOUR_LABELS   # label your own folder")
-        print("  prnseg train --config gta2cityscapes --set data.source.root=data/gta "
-              "--set data.target.root=data/cityscapes   # the paper setting (GPU)")
+        print()
+        for line, comment in self.next_commands():
+            print(f"next: {line}   # {comment}")
+        print("the paper setting (GTA5 -> Cityscapes, MiT-B5, a GPU): see the README, section Training")
         return rep
 
 
-def _load_or_make_plan(out: Path, budget: float, device: str, restart: bool, tiny: bool,
+def _mismatch(plan: Plan, device: str, budget: float | None, tiny: bool, refine_labels: bool) -> str | None:
+    """What this command asks for that the saved plan does not hold, or None."""
+    if plan.device != device:
+        return f"planned for {plan.device}, this run would use {device}"
+    if tiny != plan.tiny:
+        return "planned as --tiny" if plan.tiny else "planned without --tiny"
+    if budget is not None and not plan.tiny and budget != plan.budget_minutes:
+        return f"planned for --budget-minutes {plan.budget_minutes:g}, not {budget:g}"
+    if refine_labels and not plan.use_refined_labels:
+        return "planned without --refine-labels"
+    return None
+
+
+def _load_or_make_plan(out: Path, budget: float | None, device: str, restart: bool, tiny: bool,
                        refine_labels: bool) -> Plan:
     from prnseg.serve.image_io import atomic_write_bytes
 
     path = out / PLAN_FILE
     if path.exists() and not restart:
-        doc = json.loads(path.read_text())
-        doc["size"] = tuple(doc["size"])
-        plan = Plan(**doc)
+        try:
+            doc = json.loads(path.read_text())
+            doc["size_hw"] = tuple(doc["size_hw"])
+            plan = Plan(**doc)
+        except (ValueError, KeyError, TypeError):
+            raise PrnsegError(f"{path}: not a plan this prnseg can resume (damaged, or written by another "
+                              "version); pass --restart to plan again") from None
+        why = _mismatch(plan, device, budget, tiny, refine_labels)
+        if why:
+            raise PrnsegError(f"{path}: {why}; pass --restart to plan again (this discards the run in {out}), or "
+                              "repeat the original options to resume")
         print(f"resuming the quickstart in {out} (planned {plan.source_only_iters} + {plan.prn_iters} iterations "
-              f"on {plan.device}; --restart starts over)")
+              f"on {plan.device}; --restart plans again)")
         return plan
+    plan = tiny_plan(device) if tiny else make_plan(10.0 if budget is None else budget, device)
+    plan.use_refined_labels = refine_labels
     if restart and out.exists():
         import shutil
 
         shutil.rmtree(out)
-    plan = tiny_plan(device) if tiny else make_plan(budget, device)
-    plan.use_refined_labels = refine_labels
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, (json.dumps(asdict(plan), indent=2) + "\n").encode())
     return plan
 
 
-def run(args: argparse.Namespace) -> int:
-    from prnseg.training.distributed import select_device
-
-    out = Path(args.out)
+def check_out(out: Path) -> None:
+    """``out`` is new, empty or a quickstart folder, and writable; nothing is created here."""
+    if out.exists() and not out.is_dir():
+        raise PrnsegError(f"{out}: is a file; choose another --out")
     if out.exists() and not (out / PLAN_FILE).exists() and any(out.iterdir()):
         raise PrnsegError(f"{out}: exists and is not a quickstart folder; choose another --out")
+    probe_dir = out if out.exists() else next((p for p in out.absolute().parents if p.exists()), Path("/"))
+    if not os.access(probe_dir, os.W_OK | os.X_OK):
+        raise PrnsegError(f"{out}: cannot write there ({probe_dir} is not writable); choose another --out")
+
+
+def resolve_device(spec: str | None) -> str:
+    """``auto`` -> cuda when PyTorch sees a GPU, else cpu; a GPU asked for but absent is an error."""
+    import torch
+
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    from prnseg.serve.predictor import BackendError, parse_device
+
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise PrnsegError(f"{out}: cannot write there ({exc.strerror}); choose another --out") from None
-    device = str(select_device(args.device))
+        kind, index = parse_device(spec)
+    except BackendError:
+        raise PrnsegError(f"--device {spec!r}: use auto, cpu, cuda or cuda:N") from None
+    if kind == "cpu":
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise PrnsegError(f"--device {spec}: PyTorch sees no CUDA GPU on this machine; use --device cpu (or auto)")
+    if index >= torch.cuda.device_count():
+        raise PrnsegError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                          f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return "cuda" if index == 0 else f"cuda:{index}"
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.budget_minutes is not None and args.tiny:
+        raise PrnsegError("--tiny has a fixed plan; drop --budget-minutes (or --tiny)")
+    if args.budget_minutes is not None and args.budget_minutes < 2:
+        raise PrnsegError(f"--budget-minutes {args.budget_minutes:g} is too small; the quickstart needs at least 2")
+    check_out(out)
+    device = resolve_device(args.device)
     plan = _load_or_make_plan(out, args.budget_minutes, device, args.restart, args.tiny,
                               args.refine_labels)
     qs = Quickstart(out, plan, progress=not args.no_progress)
@@ -333,9 +434,8 @@ def run(args: argparse.Namespace) -> int:
         qs.export(prn)
         label_report = qs.label()
     except KeyboardInterrupt:
-        print(f"\ninterrupted; run the same command again to resume from here "
-              f"(prnseg quickstart --out {out})", file=sys.stderr)
+        print(f"\ninterrupted; run the same command again to resume from here ({qs.command()})",
+              file=sys.stderr)
         return 130
     qs.report(evals, label_report, qs.elapsed())
     return 0
-

@@ -53,9 +53,13 @@ def add_label_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="refuse images of more than N pixels, read from the file header before any decode "
                         f"(default {DEFAULT_MAX_PIXELS}); a header that cannot be read is refused too")
-    p.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto",
+                   help="runtime: auto (TensorRT plans when they fit this GPU, else ONNX Runtime), onnxruntime "
+                        "or tensorrt (default auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto: a GPU when ONNX "
+                   "Runtime or TensorRT can use one)")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                   help="fp32 (default) or fp16 (needs a model exported with --fp16)")
     p.add_argument("--png-level", type=int, default=1, metavar="0-9", help="PNG compression level of the "
                    "grayscale outputs (default 1: fast; labels are always small)")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -98,6 +102,24 @@ def run_label(args: argparse.Namespace) -> int:
               f"{_pct(nd['recall'])}" + (f" ({gt['n_missing']} without ground truth)" if gt["n_missing"] else ""))
     if c["remaining"] or c["failed"]:
         print("re-run the same command to resume (finished images are skipped, failed ones retried)")
-    print(f"next: prnseg train --config CONFIG --set uda.mode=source_only --set data.source.kind=folder "
-          f"--set data.source.root={out} --out runs/pseudo   # {out}/images -> INPUT_DIR, labels/, train.txt")
+    print(f"next: prnseg train --config {train_config(opts.model_dir)} --set uda.mode=source_only "
+          f"--set data.source.kind=folder --set data.source.root={out} --out {out.parent / (out.name + '-train')}"
+          f"   # trains on {out}: images/ -> INPUT_DIR, labels/, train.txt")
     return EXIT_SOME_FAILED if c["failed"] else 0
+
+
+def train_config(model_dir: Path) -> str:
+    """The shipped training config the model came from (export records it), else one of its scale."""
+    import importlib.util
+    import json
+
+    try:
+        ckpt = json.loads((model_dir / "model.json").read_text()).get("checkpoint") or {}
+    except (OSError, ValueError, AttributeError):
+        ckpt = {}
+    name = str(ckpt.get("config") or "")
+    configs = importlib.util.find_spec("prnseg.training.configs")
+    folder = Path(configs.origin).parent if configs and configs.origin else None
+    if name.isidentifier() and folder is not None and (folder / f"{name}.yaml").is_file():
+        return name
+    return "synthetic" if ckpt.get("arch") == "tiny" else "gta2cityscapes"

@@ -969,6 +969,23 @@ def _label_folder(opts: LabelOptions, predictor, log) -> dict:
         raise LabelError(f"{opts.input_dir}: input folder not found")
     if out.resolve() == opts.input_dir.resolve():
         raise LabelError(f"--out {out} is the input folder; choose a separate output folder")
+    # the runtime is opened before OUT is touched: a precision or device this model cannot run
+    # on fails here, without recording settings that a corrected re-run would be refused for
+    t0 = time.perf_counter()
+    config = engine_threads(opts)
+    if opts.engine == "ray":
+        key = "pseudolabeler" if opts.precision == "fp32" else "pseudolabeler_fp16"
+        if key not in spec.artefacts:
+            raise LabelError(f"{opts.model_dir}: this export has no {key}.onnx; re-export with --fp16 or use "
+                             "--precision fp32")
+    elif predictor is None:
+        from prnseg.serve.predictor import Predictor
+
+        predictor = Predictor(opts.model_dir, backend=opts.backend, device=opts.device, precision=opts.precision,
+                              spin=False, max_batch=opts.batch, **config)
+        if opts.batch and opts.batch > predictor.max_batch:
+            log(f"--batch {opts.batch} exceeds the model's max_batch; using {predictor.max_batch}")
+    load_s = round(time.perf_counter() - t0, 3)
     out.mkdir(parents=True, exist_ok=True)
     with _flock(out / f".prnseg-label{opts.tag}.lock", False,
                 f"{out}: another prnseg label run is writing this {'shard' if opts.shard else 'folder'}; "
@@ -990,23 +1007,13 @@ def _label_folder(opts: LabelOptions, predictor, log) -> dict:
                 journal.fail(rel, "listing", f"{opts.input_dir / rel}: {problem}; rename it (train.txt and the "
                                              "reports hold one UTF-8 name per line)")
             if plan.todo:
-                t0 = time.perf_counter()
                 if opts.engine == "ray":
                     from prnseg.serve.ray_engine import run_ray
 
                     info = run_ray(plan, spec, journal, opts, stop)
                     run.update(info)
                 else:
-                    config = engine_threads(opts)
-                    if predictor is None:
-                        from prnseg.serve.predictor import Predictor
-
-                        predictor = Predictor(opts.model_dir, backend=opts.backend, device=opts.device,
-                                              precision=opts.precision, spin=False, max_batch=opts.batch,
-                                              **config)
-                        if opts.batch and opts.batch > predictor.max_batch:
-                            log(f"--batch {opts.batch} exceeds the model's max_batch; using {predictor.max_batch}")
-                    run["load_s"] = round(time.perf_counter() - t0, 3)
+                    run["load_s"] = load_s
                     run.update(backend=predictor.backend, provider=predictor.provider, device=predictor.device,
                                batch=predictor.max_batch, streams=predictor.streams, threads=config["threads"])
                     writer = OutputWriter(opts, spec)

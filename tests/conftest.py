@@ -59,7 +59,7 @@ def tiny_train_args(root: Path, out: Path, mode: str = "prn", iters: int = 3, ex
     """`prnseg train` arguments for a seconds-long run on the shared tiny benchmark."""
     sets = [
         f"data.source.root={root / 'gta'}", f"data.target.root={root / 'cityscapes'}",
-        "data.source.resize=[256,128]", "data.target.resize=[256,128]", "data.val.resize=[256,128]",
+        "data.source.size=[128,256]", "data.target.size=[128,256]", "data.val.size=[128,256]",
         "data.crop=[128,128]", "data.workers=0", f"uda.mode={mode}", f"train.iters={iters}",
         "train.eval_every=0", "train.checkpoint_every=1", "train.log_every=1", "prn.start_iter=1",
         "uda.contrastive.max_samples=256", *extra,
@@ -84,3 +84,15 @@ def exported_model(prn_checkpoint, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("exported") / "model"
     return export_model(prn_checkpoint, out, sizes=["128x256"], max_batch=4, fp16=True, progress=False)
+
+
+@pytest.fixture(scope="session")
+def noise_only_model(synth_root, tmp_path_factory) -> Path:
+    """A model that writes the teacher's labels and uses the PRN only for its noise mask
+    (trained with ``prn.use_refined_labels=false``; ``label_source: segmenter``)."""
+    from prnseg.export import export_model
+
+    run = tmp_path_factory.mktemp("noise_only_run")
+    run_cli(*tiny_train_args(synth_root, run, "prn", iters=2, extra=("prn.use_refined_labels=false",)))
+    out = tmp_path_factory.mktemp("exported_noise_only") / "model"
+    return export_model(run / "last.pt", out, sizes=["128x256"], max_batch=2, progress=False)

@@ -2,7 +2,9 @@
 
 import json
 import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +13,12 @@ import pytest
 
 from conftest import default_sigint
 from prnseg.quickstart import make_plan
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_plan_fits_the_budget_and_rejects_tiny_budgets():
@@ -32,8 +40,11 @@ def _start(out):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
 
 
-def test_quickstart_interrupted_then_resumed(tmp_path):
-    out = tmp_path / "qs"
+@pytest.fixture(scope="module")
+def resumed_quickstart(tmp_path_factory):
+    """``prnseg quickstart --tiny`` stopped with Ctrl-C during the adaptation, then run again:
+    (its folder, the first run's (stdout, stderr, status), the second run's)."""
+    out = tmp_path_factory.mktemp("quickstart") / "qs"
     proc = _start(out)
     ckpt = out / "runs" / "prn" / "last.pt"
     deadline = time.time() + 300
@@ -41,14 +52,21 @@ def test_quickstart_interrupted_then_resumed(tmp_path):
         time.sleep(0.2)
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stdout + stderr
-    assert "run the same command again to resume" in stderr
+    first = (*proc.communicate(timeout=120), proc.returncode)
+    proc = _start(out)
+    second = (*proc.communicate(timeout=600), proc.returncode)
+    return out, first, second
+
+
+def test_quickstart_interrupted_then_resumed(resumed_quickstart):
+    out, (stdout, stderr, rc), _ = resumed_quickstart
+    assert rc == 130, stdout + stderr
+    assert f"run the same command again to resume from here (prnseg quickstart --out {out} --tiny --device cpu)" \
+        in stderr
     assert not (out / "report.json").exists()
 
-    proc = _start(out)
-    stdout, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 0, stdout + stderr
+    stdout, stderr, rc = resumed_quickstart[2]
+    assert rc == 0, stdout + stderr
     assert "resuming the quickstart" in stdout
     # finished stages are skipped; the interrupted training continues from its checkpoint
     assert stdout.count("done already") >= 2
@@ -60,9 +78,114 @@ def test_quickstart_interrupted_then_resumed(tmp_path):
     assert json.loads((out / "model" / "model.json").read_text())["ready"] is True
     n_labels = sum(1 for _ in (out / "labels" / "labels").rglob("*.png"))
     assert n_labels == report["plan"]["n_target"]
-    assert "next:" in stdout and "prnseg demo --model" in stdout
     summary = json.loads((out / "runs" / "prn" / "summary.json").read_text())
     assert summary["step"] == report["plan"]["prn_iters"]
+
+
+def next_commands(stdout: str) -> list[list[str]]:
+    """The ``next:`` commands a run printed, as argument lists (comments dropped)."""
+    return [shlex.split(line[len("next: "):].split("#")[0]) for line in stdout.splitlines()
+            if line.startswith("next: ")]
+
+
+def run_printed(cmd: list[str], *extra: str) -> subprocess.CompletedProcess:
+    """Run a printed ``prnseg ...`` command (plus ``extra`` options that keep it small) to the end."""
+    assert cmd[0] == "prnseg", cmd
+    proc = subprocess.run([sys.executable, "-m", "prnseg", *cmd[1:], *extra], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, f"{shlex.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def by_mode(cmds: list[list[str]]) -> dict[str, list[str]]:
+    modes = [c[1] for c in cmds]
+    assert len(set(modes)) == len(modes), modes
+    return {c[1]: c for c in cmds}
+
+
+def test_every_printed_next_command_runs(resumed_quickstart):
+    """Each ``next:`` command of the quickstart runs as printed, and so do the ones that label,
+    train and export print in turn (training shortened to 2 iterations, the demo stopped with
+    Ctrl-C once it serves)."""
+    out, _, (stdout, stderr, rc) = resumed_quickstart
+    assert rc == 0, stdout + stderr
+    first = by_mode(next_commands(stdout))
+    assert set(first) == {"demo", "label", "train"}
+
+    port = free_port()
+    demo = subprocess.Popen([sys.executable, "-m", "prnseg", *first["demo"][1:], "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint)
+    try:
+        lines = []
+        for line in demo.stdout:
+            lines.append(line)
+            if "prnseg demo: open" in line:
+                break
+        assert f"http://127.0.0.1:{port}/" in "".join(lines), "".join(lines)
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=60) == 0, "".join(lines) + demo.stdout.read()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+
+    short = ("--set", "train.iters=2", "--no-progress")
+    label = by_mode(next_commands(run_printed(first["label"], "--no-progress").stdout))
+    assert set(label) == {"train"}
+    trained = by_mode(next_commands(run_printed(label["train"], *short).stdout))
+    assert set(trained) == {"export"}  # trained on pseudo-labels only: no labelled val set to evaluate on
+    exported = by_mode(next_commands(run_printed(trained["export"], "--no-progress").stdout))
+    assert set(exported) == {"label"}
+    relabelled = run_printed(exported["label"], "--no-progress")
+    assert "labelled" in relabelled.stdout
+
+    longer = by_mode(next_commands(run_printed(first["train"], *short).stdout))
+    assert set(longer) == {"eval", "export"}
+    evaluated = run_printed(longer["eval"], "--no-progress")
+    assert "mIoU" in evaluated.stdout
+    run_printed(longer["export"], "--no-progress")
+
+
+def _quickstart(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "prnseg", "quickstart", *map(str, args)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", **(env or {})})
+
+
+def test_a_device_that_is_not_there_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "qs"
+    for device, message in (("cuda", "--device cuda: PyTorch sees no CUDA GPU on this machine; use --device cpu "
+                                     "(or auto)"),
+                            ("tpu", "--device 'tpu': use auto, cpu, cuda or cuda:N")):
+        proc = _quickstart("--out", out, "--device", device)
+        assert proc.returncode == 2
+        assert proc.stderr.strip() == f"prnseg quickstart: error: {message}"
+        assert not out.exists()
+
+
+def test_a_plan_made_for_another_device_or_size_is_not_reused(tmp_path):
+    from dataclasses import asdict
+
+    from prnseg.quickstart import tiny_plan
+
+    out = tmp_path / "qs"
+    out.mkdir()
+    (out / "quickstart.json").write_text(json.dumps(asdict(make_plan(10, "cuda"))))
+    for args, why in ((["--device", "cpu"], "planned for cuda, this run would use cpu"),
+                      ([], "planned for cuda, this run would use cpu"),
+                      (["--device", "cpu", "--tiny"], "planned for cuda, this run would use cpu")):
+        proc = _quickstart("--out", out, *args)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert proc.stderr.strip() == (f"prnseg quickstart: error: {out / 'quickstart.json'}: {why}; pass --restart "
+                                       f"to plan again (this discards the run in {out}), or repeat the original "
+                                       "options to resume")
+    (out / "quickstart.json").write_text(json.dumps(asdict(tiny_plan("cpu"))))
+    before = (out / "quickstart.json").read_text()
+    for args, why in ((["--device", "cpu"], "planned as --tiny"),
+                      (["--budget-minutes", "5"], "planned as --tiny")):
+        proc = _quickstart("--out", out, *args)
+        assert proc.returncode == 2 and why in proc.stderr, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["quickstart.json"]
+    assert before == (out / "quickstart.json").read_text()
 
 
 def test_quickstart_refuses_a_foreign_folder(tmp_path):
