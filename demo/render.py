@@ -88,9 +88,23 @@ def difference_view(rgb: np.ndarray, raw: np.ndarray, refined: np.ndarray, palet
     return out
 
 
+def confidence_range(confidence: np.ndarray) -> tuple[float, float]:
+    """(low, high) of the confidence (uint8, 255 = 1.0) that the heat map stretches over: the 1st
+    and 99th percentiles, at least 1/255 apart, as fractions of 1."""
+    lo, hi = (int(v) for v in np.percentile(confidence, (1, 99)))
+    if hi <= lo:
+        lo, hi = (lo - 1, lo) if lo > 0 else (0, 1)
+    return lo / 255.0, hi / 255.0
+
+
 def confidence_heatmap(confidence: np.ndarray) -> np.ndarray:
-    """Confidence (uint8, 255 = 1.0) in the inferno colour map with a labelled colour bar below."""
-    heat = cv2.cvtColor(cv2.applyColorMap(confidence, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+    """Confidence (uint8, 255 = 1.0) in the inferno colour map, auto-contrast over
+    :func:`confidence_range` (a model whose confidence is all near 0.07 still shows its
+    structure), with a colour bar below labelled with the values its ends stand for."""
+    lo, hi = confidence_range(confidence)
+    stretched = np.clip((confidence.astype(np.float32) / 255.0 - lo) / (hi - lo), 0.0, 1.0)
+    heat = cv2.cvtColor(cv2.applyColorMap(np.round(stretched * 255).astype(np.uint8), cv2.COLORMAP_INFERNO),
+                        cv2.COLOR_BGR2RGB)
     h, w = confidence.shape
     bar_h = max(10, h // 20)
     text_h = max(14, bar_h + 4)
@@ -98,9 +112,9 @@ def confidence_heatmap(confidence: np.ndarray) -> np.ndarray:
     bar = cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
     strip = np.full((text_h, w, 3), 255, dtype=np.uint8)
     scale = max(0.35, min(1.0, text_h / 30))
-    for text, x in (("0", 2), ("confidence", None), ("1", None)):
+    for text, where in ((f"{lo:.2f}", "left"), ("confidence", "centre"), (f"{hi:.2f}", "right")):
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        x = {"confidence": (w - tw) // 2, "1": w - tw - 2}.get(text, x)
+        x = {"left": 2, "centre": (w - tw) // 2, "right": w - tw - 2}[where]
         cv2.putText(strip, text, (x, (text_h + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
                     cv2.LINE_AA)
     return np.concatenate([heat, bar, strip], axis=0)

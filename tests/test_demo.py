@@ -18,6 +18,7 @@ from pathlib import Path
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import PIL.Image  # noqa: E402
 import pytest  # noqa: E402
@@ -109,6 +110,14 @@ def test_views_and_class_table_on_known_planes():
     assert tuple(diff[0, 0]) in ((90, 90, 90), (255, 255, 255))
     heat = render.confidence_heatmap(conf)
     assert heat.shape[1] == 4 and heat.shape[0] > 2 and heat.dtype == np.uint8
+    # a model whose confidence sits near 0.07 still spans the whole colour map
+    low = np.array([[15, 16, 17, 18, 19, 20]] * 20, dtype=np.uint8)
+    assert render.confidence_range(low) == pytest.approx((15 / 255, 20 / 255), abs=1 / 255)
+    heat = render.confidence_heatmap(low)[:20]
+    inferno = cv2.cvtColor(cv2.applyColorMap(np.array([[0, 255]], np.uint8), cv2.COLORMAP_INFERNO),
+                           cv2.COLOR_BGR2RGB)[0]
+    assert tuple(heat[0, 0]) == tuple(inferno[0]) and tuple(heat[0, 5]) == tuple(inferno[1])
+    assert render.confidence_range(np.full((4, 4), 200, np.uint8)) == pytest.approx((199 / 255, 200 / 255))
     assert render.display_size(3000, 6000) == (640, 1280) and render.display_size(100, 50) == (100, 50)
 
 
@@ -131,23 +140,25 @@ def test_client_labels_match_predictor_and_bad_uploads_are_messages(demo_app, pr
         h, w = expected.label.shape
         assert read_image(heat).shape[1] == w and read_image(diff).shape[:2] == (h, w)
 
+    single = {}
     for key, message in (("txt", "notes.txt: wrong file type ('.txt')"),
                          ("broken", "broken.png: not a readable image"),
                          ("huge", "huge.png: image too large (600 x 600 = 0.4 MP")):
         with pytest.raises(AppError) as err:
             client.predict(handle_file(str(images[key])), 0.5, 0.5, api_name="/segment")
         assert message in str(err.value) and "Traceback" not in str(err.value)
+        single[key] = str(err.value)
         good = client.predict(handle_file(str(images["example"])), 0.5, 0.5, api_name="/segment")
         np.testing.assert_array_equal(palette_ids(good[8]), predictor.predict([read_image(images["example"])])[0].label)
 
     gallery, noise_gallery, table, status, archive = client.predict(
-        [handle_file(str(images[k])) for k in ("example", "txt", "odd")], api_name="/segment_batch")
+        [handle_file(str(images[k])) for k in ("example", "txt", "broken", "odd")], api_name="/segment_batch")
     assert [g["caption"] for g in gallery] == [images["example"].name, images["odd"].name]
     assert len(noise_gallery) == 2
-    assert [row[0] for row in table["data"]] == [images[k].name for k in ("example", "txt", "odd")]
+    assert [row[0] for row in table["data"]] == [images[k].name for k in ("example", "txt", "broken", "odd")]
     assert [row[2] for row in table["data"]] == ["ok", "error: notes.txt: wrong file type ('.txt'); upload a PNG, "
-                                                 "JPG, WEBP, BMP, TIFF image", "ok"]
-    assert "**2** image(s) segmented, **1** rejected" in status
+                                                 "JPG, WEBP, BMP, TIFF image", "error: " + single["broken"], "ok"]
+    assert "**2** image(s) segmented, **2** rejected" in status
     with zipfile.ZipFile(archive) as zf:
         assert sorted(zf.namelist()) == ["labels/day_1.png", "labels/odd size.png", "noise/day_1.png",
                                          "noise/odd size.png"]
@@ -165,9 +176,10 @@ def test_sliders_rerender_the_cached_prediction(demo_app, predictor, images):
     real = core.predictor.predict
     core.predictor.predict = lambda imgs: calls.append(len(imgs)) or real(imgs)
     try:
-        *views, label_file, state = core.segment(str(images["odd"]), 0.4, 0.5)
+        *views, label_file, key = core.segment(str(images["odd"]), 0.4, 0.5)
+        state = core.sessions.get(key)
         for t in (0.0, 0.2, 0.9, 1.0):
-            annotated, noise_view, compare, diff, heat, table, status, noise_file = core.render(state, 0.8, t)
+            annotated, noise_view, compare, diff, heat, table, status, noise_file = core.render(key, 0.8, t)
             expected = state["pred"].noise_at(t)
             np.testing.assert_array_equal(read_label(noise_file) > 0, expected)
             assert f"threshold {t:.2f}" in status and f"{100 * expected.mean():.2f} %" in status
@@ -178,76 +190,203 @@ def test_sliders_rerender_the_cached_prediction(demo_app, predictor, images):
     assert state["pred"].noise_at(0.0).all()
 
 
-def test_browser_uploads_runs_and_shows_result_and_legend(demo_app, images, tmp_path):
+def test_an_upload_whose_header_cannot_be_read_is_refused_without_decoding(tmp_path, monkeypatch):
+    """A Radiance HDR image named .png: PIL cannot read its header, OpenCV decodes it in full. The
+    demo refuses it from the header alone and never calls the decoder."""
+    import PIL.Image
+
+    from prnseg.demo.app import DemoInputError, read_upload
+
+    ok, data = cv2.imencode(".hdr", np.full((64, 96, 3), 0.5, np.float32))
+    bad = tmp_path / "scene.png"
+    bad.write_bytes(data.tobytes())
+    assert cv2.imdecode(data, cv2.IMREAD_UNCHANGED).shape == (64, 96, 3)
+    with pytest.raises(PIL.UnidentifiedImageError):
+        PIL.Image.open(bad)
+    decodes = []
+    real = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: decodes.append(1) or real(*a))
+    with pytest.raises(DemoInputError) as err:
+        read_upload(bad, MAX_PIXELS)
+    assert str(err.value) == ("scene.png: not a readable image (its header is damaged, or it is not really .png); "
+                              "upload a valid PNG, JPG, WEBP, BMP, TIFF image")
+    assert decodes == []
+    good = tmp_path / "street.png"
+    write_image(good, np.full((64, 96, 3), 90, dtype=np.uint8))
+    assert read_upload(good, MAX_PIXELS).shape == (64, 96, 3) and decodes == [1]
+
+
+def test_session_store_is_capped_in_count_bytes_and_age():
+    from prnseg.demo.app import SessionStore
+
+    now = [0.0]
+    store = SessionStore(max_items=3, max_bytes=1000, max_age_s=60, clock=lambda: now[0])
+    for i in range(4):
+        store.put(f"k{i}", np.zeros(100, np.uint8), 100)
+    assert store.get("k0") is None and store.get("k3") is not None and len(store) == 3
+    store.put("big", np.zeros(950, np.uint8), 950)
+    assert [k for k in ("k1", "k2", "k3", "big") if store.get(k) is not None] == ["big"]
+    assert store.nbytes == 950
+    now[0] = 61.0
+    assert store.get("big") is None and len(store) == 0 and store.nbytes == 0
+
+
+def test_an_evicted_result_asks_for_segment_again(exported_model, images, tmp_path):
+    from prnseg.demo.app import SessionStore, build_app
+    from prnseg.serve import Predictor
+
+    store = SessionStore(max_items=1, max_bytes=1 << 30, max_age_s=3600)
+    app = build_app(Predictor(exported_model, backend="onnxruntime", device="cpu"), max_pixels=MAX_PIXELS,
+                    warm_up=False, workdir=tmp_path, sessions=store)
+    core = app.prnseg_core
+    first = core.segment(str(images["example"]), 0.5, 0.5)[-1]
+    second = core.segment(str(images["odd"]), 0.5, 0.5)[-1]
+    assert core.render(second, 0.5, 0.5)[6].startswith("**odd size.png**")
+    assert core.render(first, 0.5, 0.5)[6] == "This result is no longer kept on the server; press **Segment** again."
+
+
+def test_label_source_wording_and_small_image_note(exported_model, noise_only_model, tmp_path):
+    from prnseg.demo.app import build_app, explanation
+    from prnseg.serve import Predictor
+
+    tiny = tmp_path / "one pixel.png"
+    write_image(tiny, np.full((1, 1, 3), 128, dtype=np.uint8))
+    texts = {}
+    for name, model in (("refined", exported_model), ("noise_only", noise_only_model)):
+        core = build_app(Predictor(model, backend="onnxruntime", device="cpu"), max_pixels=MAX_PIXELS,
+                         warm_up=False, workdir=tmp_path / name).prnseg_core
+        *_, key = core.segment(str(tiny), 0.5, 0.5)
+        texts[name] = (core.label_title, core.render(key, 0.5, 0.5)[6], explanation(core), core.refines)
+    title, status, explain, refines = texts["noise_only"]
+    assert not refines and title == "Segmentation (the teacher's labels; this model does not refine them)"
+    assert "Labels are the teacher's (this model does not refine them)" in status and "relabelled" not in status
+    assert "does not refine its labels" in explain and "no PRN-changes view" in explain
+    title, status, explain, refines = texts["refined"]
+    assert refines and title == "Refined segmentation (the PRN's labels)"
+    assert "The PRN relabelled **" in status and "**PRN changes**" in explain
+    for _, status, _, _ in texts.values():
+        assert ("⚠ This image is far smaller than the model's input (128 × 256 px): it is upscaled 128×, so the "
+                "result says little about it.") in status
+
+
+def test_browser_explains_runs_an_example_on_click_and_keeps_errors(demo_app, noise_only_model, images,
+                                                                     tmp_path_factory):
+    """Headless Chromium: the explanation panel, an example that runs on click (downloads appear
+    only then), an upload error still in the page 20 s later, and the wording for a model that
+    does not refine its labels. Screenshots go to test-artifacts/."""
     sync_api = pytest.importorskip("playwright.sync_api",
                                    reason="playwright is not installed (pip install playwright; no browser download)")
     chromium = os.environ.get("PRNSEG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).is_file():
         pytest.skip(f"no Chromium at {chromium} (apt-get install chromium, or set PRNSEG_CHROMIUM)")
+    from prnseg.demo.app import build_app, launch
+
     classes = set(demo_app.prnseg_core.classes)
-    shot = tmp_path / "artifacts" / "demo.png"
-    shot.parent.mkdir()
+    shots = tmp_path_factory.mktemp("artifacts")
+    noise_only = build_app(noise_only_model, max_pixels=MAX_PIXELS, backend="onnxruntime", device="cpu",
+                           workdir=tmp_path_factory.mktemp("noise-only-downloads"))
+    launch(noise_only, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
+    local = (demo_app.local_url.rstrip("/"), noise_only.local_url.rstrip("/"))
     external: list[str] = []
 
     def local_only(route):
-        if route.request.url.startswith(demo_app.local_url.rstrip("/")):
+        if route.request.url.startswith(local):
             route.continue_()
         else:
             external.append(route.request.url)
             route.abort()
 
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.route("**/*", local_only)
-            page.goto(demo_app.local_url, wait_until="domcontentloaded", timeout=30_000)
-            page.locator("#input-image input[type=file]").set_input_files(str(images["example"]))
-            page.locator("#input-image img").first.wait_for(state="visible", timeout=15_000)
-            page.locator("#run").click()
-            result = page.locator("#segmentation img[alt='the base file that is annotated']")
-            result.wait_for(state="visible", timeout=30_000)
-            page.wait_for_function("() => [...document.querySelectorAll('#segmentation img')]"
-                                   ".every(i => i.complete && i.naturalWidth > 0)", timeout=15_000)
-            legend = page.locator("#segmentation .legend-item")
-            legend.first.wait_for(state="visible", timeout=15_000)
-            names = {t.strip() for t in legend.all_inner_texts()}
-            assert names and names <= classes
-            assert "inference" in page.locator("#status").inner_text()
-            page.screenshot(path=str(shot), full_page=True)
-            page.locator("#input-image input[type=file]").set_input_files(str(images["broken"]))
-            page.locator("#run").click()
-            page.get_by_text("broken.png: not a readable image").wait_for(state="visible", timeout=15_000)
-            page.get_by_text("No result: the input was rejected").wait_for(state="visible", timeout=15_000)
-        finally:
-            browser.close()
-    assert shot.stat().st_size > 10_000
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1300})
+                page.route("**/*", local_only)
+                page.goto(demo_app.local_url, wait_until="domcontentloaded", timeout=30_000)
+                explain = page.locator("#explain")
+                explain.wait_for(state="visible", timeout=30_000)
+                assert "What am I looking at?" in explain.inner_text()
+                assert "Noise mask" in explain.inner_text() and "PRN changes" in explain.inner_text()
+                assert not page.locator("#label-file").is_visible()
+
+                page.locator("#examples button.gallery-item").first.click()  # no Segment press
+                page.locator("#segmentation img[alt='the base file that is annotated']").wait_for(
+                    state="visible", timeout=30_000)
+                page.wait_for_function("() => [...document.querySelectorAll('#segmentation img')]"
+                                       ".every(i => i.complete && i.naturalWidth > 0)", timeout=15_000)
+                legend = page.locator("#segmentation .legend-item")
+                legend.first.wait_for(state="visible", timeout=15_000)
+                names = {t.strip() for t in legend.all_inner_texts()}
+                assert names and names <= classes
+                status = page.locator("#status")
+                assert "day_1.jpg" in status.inner_text() and "inference" in status.inner_text()
+                page.locator("#label-file").wait_for(state="visible", timeout=15_000)
+                page.screenshot(path=str(shots / "demo.png"), full_page=True)
+
+                page.locator("#input-image input[type=file]").set_input_files(str(images["broken"]))
+                page.get_by_text("Not usable: broken.png: not a readable image").wait_for(state="visible",
+                                                                                          timeout=15_000)
+                page.locator("#run").click()
+                page.get_by_text("Not segmented: broken.png: not a readable image").wait_for(state="visible",
+                                                                                             timeout=15_000)
+                page.wait_for_timeout(20_000)
+                assert "Not segmented: broken.png: not a readable image" in status.inner_text()
+                assert page.locator(".toast-body").filter(has_text="broken.png: not a readable image").count() >= 1
+                assert not page.locator("#label-file").is_visible()
+                page.screenshot(path=str(shots / "demo-error.png"), full_page=True)
+
+                page.goto(noise_only.local_url, wait_until="domcontentloaded", timeout=30_000)
+                page.locator("#explain").wait_for(state="visible", timeout=30_000)
+                assert "does not refine its labels" in page.locator("#explain").inner_text()
+                page.get_by_text("Segmentation (the teacher's labels; this model does not refine them)").first.wait_for(
+                    state="visible", timeout=15_000)
+                assert page.get_by_role("tab", name="PRN changes").count() == 0
+                page.locator("#examples button.gallery-item").nth(2).click()
+                page.get_by_text("Labels are the teacher's (this model does not refine them)").wait_for(
+                    state="visible", timeout=30_000)
+                page.screenshot(path=str(shots / "demo-noise-only.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        noise_only.close()
     out = Path(os.environ.get("PRNSEG_TEST_ARTIFACTS") or REPO / "test-artifacts")
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copy(shot, out / "demo.png")
+    for shot in ("demo.png", "demo-error.png", "demo-noise-only.png"):
+        assert (shots / shot).stat().st_size > 10_000
+        shutil.copy(shots / shot, out / shot)
     assert not [u for u in external if not u.startswith("data:")], f"the page reached outside: {external}"
+
+
+def _start_cli(exported_model, port, tmp, *extra):
+    """``prnseg demo`` as a subprocess with its own TMPDIR; returns (process, output lines up to "open")."""
+    tmp.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "prnseg", "demo", "--model", str(exported_model),
+                             "--port", str(port), "--backend", "onnxruntime", "--device", "cpu", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmp)},
+                            preexec_fn=default_sigint)
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "prnseg demo: open" in line:
+            break
+    return proc, lines
 
 
 def test_cli_serves_the_model_and_stops_on_ctrl_c(exported_model, tmp_path):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "prnseg", "demo", "--model", str(exported_model),
-                             "--port", str(port), "--backend", "onnxruntime", "--device", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}, preexec_fn=default_sigint)
-    lines = []
+    proc, lines = _start_cli(exported_model, port, tmp_path / "tmp")
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "prnseg demo: open" in line:
-                break
         url = f"http://127.0.0.1:{port}/"
         assert any(url in line for line in lines), "".join(lines)
+        assert not any("warning" in line for line in lines), "".join(lines)
         with urllib.request.urlopen(url, timeout=10) as resp:
             assert resp.status == 200 and b"prnseg demo" in resp.read()
+        assert list((tmp_path / "tmp").glob("prnseg-demo-*"))
         busy = run_cli("demo", "--model", exported_model, "--port", port, "--device", "cpu", check=False, timeout=120)
         assert busy.returncode == 2
         assert busy.stderr.strip() == (f"prnseg demo: error: cannot serve on 127.0.0.1:{port} (the port is in use); "
@@ -255,6 +394,39 @@ def test_cli_serves_the_model_and_stops_on_ctrl_c(exported_model, tmp_path):
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, "".join(lines) + rest
+        assert not list((tmp_path / "tmp").glob("prnseg-demo-*"))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_on_the_network_warns_asks_for_a_login_and_cleans_up_on_sigterm(exported_model, images, tmp_path):
+    from gradio_client import Client, handle_file
+
+    bad = run_cli("demo", "--model", exported_model, "--auth", "nopassword", check=False, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "prnseg demo: error: --auth: expected USER:PASS with a non-empty user name and password, e.g. "
+        "--auth me:s3cret")
+    port = free_port()
+    proc, lines = _start_cli(exported_model, port, tmp_path / "tmp", "--host", "0.0.0.0", "--auth", "ana:s3cret")
+    try:
+        out = "".join(lines)
+        assert ("prnseg demo: warning: --host 0.0.0.0 exposes the demo (and the model) to the network, behind "
+                "--auth") in out, out
+        url = f"http://127.0.0.1:{port}/"
+        with pytest.raises(Exception):
+            Client(url, verbose=False).predict(handle_file(str(images["example"])), 0.5, 0.5, api_name="/segment")
+        client = Client(url, auth=("ana", "s3cret"), verbose=False, download_files=str(tmp_path / "dl"))
+        res = client.predict(handle_file(str(images["example"])), 0.5, 0.5, api_name="/segment")
+        assert images["example"].name in res[6]
+        work = list((tmp_path / "tmp").glob("prnseg-demo-*"))
+        assert work and any(work[0].rglob("*_label.png"))
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out + rest
+        assert "prnseg demo: stopped" in rest
+        assert not list((tmp_path / "tmp").glob("prnseg-demo-*"))
     finally:
         if proc.poll() is None:
             proc.kill()
