@@ -124,3 +124,21 @@ def test_train_prints_commands_that_exist(synth_root, tmp_path):
     pseudo = load_config("synthetic", [f"data.source.root={tmp_path}", "data.source.kind=folder",
                                        "uda.mode=source_only"])
     assert next_commands(pseudo, ckpt) == [f"prnseg export {ckpt} --out {tmp_path / 'run' / 'model'}"]
+
+
+def test_a_source_without_labels_is_one_line_and_leaves_no_run_folder(tmp_path):
+    import numpy as np
+
+    from prnseg.serve.image_io import write_image
+
+    for i in range(2):
+        write_image(tmp_path / "data" / "images" / f"{i}.png", np.full((64, 128, 3), 40 * i, np.uint8))
+    out = tmp_path / "run"
+    proc = run_cli("train", "--config", "synthetic", "--set", f"data.source.root={tmp_path / 'data'}",
+                   "--set", "data.source.kind=folder", "--set", "uda.mode=source_only", "--set", "train.iters=1",
+                   "--out", out, "--no-progress", check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"prnseg train: error: {tmp_path / 'data'}: no labels found for the source (data.source.kind=folder); the "
+        "source must be labelled, e.g. the output folder of prnseg label (labels/ next to images/)")
+    assert "Traceback" not in proc.stderr and not out.exists()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prnseg.errors import ConfigError
+from prnseg.errors import ConfigError, DatasetError
 from prnseg.training.config import Config, DatasetConfig
 from prnseg.training.data.datasets import SegDataset, build_dataset
 from prnseg.training.data.rcs import RareClassSampler
@@ -31,7 +31,13 @@ def _build_train_split(cfg: Config, key: str, load_labels: bool) -> SegDataset:
 
 
 def build_source(cfg: Config) -> SegDataset:
-    return _build_train_split(cfg, "source", load_labels=True)
+    """The labelled source; one without labels is a one-line error, not a failure mid-step."""
+    ds = _build_train_split(cfg, "source", load_labels=True)
+    if not ds.has_labels:
+        raise DatasetError(f"{cfg.data.source.root}: no labels found for the source (data.source.kind="
+                           f"{cfg.data.source.kind}); the source must be labelled, e.g. the output folder of "
+                           "prnseg label (labels/ next to images/)")
+    return ds
 
 
 def build_target(cfg: Config) -> SegDataset:
