@@ -52,9 +52,9 @@ def resumed_quickstart(tmp_path_factory):
         time.sleep(0.2)
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
-    first = (*proc.communicate(timeout=120), proc.returncode)
+    first = (*proc.communicate(timeout=300), proc.returncode)
     proc = _start(out)
-    second = (*proc.communicate(timeout=600), proc.returncode)
+    second = (*proc.communicate(timeout=1800), proc.returncode)
     return out, first, second
 
 
@@ -92,7 +92,7 @@ def run_printed(cmd: list[str], *extra: str) -> subprocess.CompletedProcess:
     """Run a printed ``prnseg ...`` command (plus ``extra`` options that keep it small) to the end."""
     assert cmd[0] == "prnseg", cmd
     proc = subprocess.run([sys.executable, "-m", "prnseg", *cmd[1:], *extra], capture_output=True, text=True,
-                          timeout=600)
+                          timeout=1200)
     assert proc.returncode == 0, f"{shlex.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     return proc
 
