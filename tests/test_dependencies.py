@@ -1,7 +1,6 @@
 """Dependency floors that close known holes, enforced where they matter: checkpoint loading refuses
 a torch whose weights_only=True can be bypassed, a local Ray cluster requires its token."""
 
-import os
 import re
 import tomllib
 from pathlib import Path
