@@ -641,7 +641,8 @@ def build_random_target(arch: str, hw: tuple[int, int], s: Settings, work: Path,
 
         spec = load_model_spec(out)
         target.labeler = PseudoLabeler(model, prn, spec.mean, spec.std, spec.noise_threshold,
-                                       use_refined_labels=cfg.prn.use_refined_labels).eval().to(s.device)
+                                       use_refined_labels=cfg.prn.use_refined_labels,
+                                       refine_min_confidence=cfg.prn.refine_min_confidence).eval().to(s.device)
     return target
 
 
@@ -667,7 +668,8 @@ def model_target(s: Settings, hw: tuple[int, int], log) -> Target:
                              f"{s.model} was exported {'with' if prn is None else 'without'} one; pass the "
                              "checkpoint the model was exported from")
         target.labeler = PseudoLabeler(model, prn, spec.mean, spec.std, spec.noise_threshold,
-                                       use_refined_labels=cfg.prn.use_refined_labels).eval().to(s.device)
+                                       use_refined_labels=cfg.prn.use_refined_labels,
+                                       refine_min_confidence=cfg.prn.refine_min_confidence).eval().to(s.device)
     return target
 
 

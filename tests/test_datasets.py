@@ -732,7 +732,8 @@ def test_source_only_draws_a_new_crop_each_time_an_image_comes_round(tmp_path):
 
     root = make_gta(tmp_path / "gta", n=2)
     ds = build_uda_dataset(load_config("synthetic", [f"data.source.root={root}", "data.source.size=[16,32]",
-                                                     "data.crop=[8,8]", "uda.mode=source_only"]), with_target=False)
+                                                     "data.crop=[8,8]", "uda.mode=source_only",
+                                                     "data.rcs.enabled=false"]), with_target=False)
     assert len(ds) == 2 * ds.DRAWS_PER_IMAGE
     first = ds[0]["source"]
     assert torch.equal(first["img"], ds[0]["source"]["img"])  # an index is reproducible (exact resume)
