@@ -714,7 +714,7 @@ def test_rcs_also_draws_the_source_only_images(tmp_path):
 
     root = make_rcs_source(tmp_path / "gta")
     sets = [f"data.source.root={root}", "data.source.size=[32,64]", "data.crop=[32,32]", "uda.mode=source_only"]
-    plain = build_uda_dataset(load_config("synthetic", sets), with_target=False)
+    plain = build_uda_dataset(load_config("synthetic", sets + ["data.rcs.enabled=false"]), with_target=False)
     rcs = build_uda_dataset(load_config("synthetic", sets + ["data.rcs.enabled=true", "data.rcs.min_pixels=40"]),
                             with_target=False)
     assert isinstance(rcs, SourceOnly) and rcs.rcs is not None and plain.rcs is None

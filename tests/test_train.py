@@ -176,7 +176,7 @@ def test_eval_errors_are_one_line(synth_root, prn_checkpoint, tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     proc = run_cli("eval", junk, "--data", synth_root / "cityscapes", check=False)
-    assert proc.returncode == 2 and "not a readable prnseg checkpoint" in proc.stderr
+    assert proc.returncode == 2 and "not a checkpoint written by prnseg train" in proc.stderr
 
     state = load_checkpoint(prn_checkpoint)
     state["config"]["model"]["arch"] = "mit_b0"  # weights of a tiny model labelled as another model

@@ -44,7 +44,7 @@ def next_commands(cfg, ckpt: Path) -> list[str]:
     """Commands that run as printed after a training run: eval where a labelled val set is known,
     then export."""
     lines = []
-    val = cfg.data.val.root or (cfg.data.target.root if cfg.uda.mode != "source_only" else "")
+    val = cfg.data.val.root or cfg.data.target.root
     if val and Path(val).is_dir():
         lines.append(f"prnseg eval {ckpt} --data {val}")
     lines.append(f"prnseg export {ckpt} --out {ckpt.parent / 'model'}")
