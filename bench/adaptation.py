@@ -160,11 +160,11 @@ def report(doc: dict) -> str:
     lines = [f"Synthetic benchmark version {b['version']} ({b['sizes']['source']} source, {b['sizes']['target']} "
              f"target train, {b['sizes']['val']} target val images at {b['image_size'][0]}x{b['image_size'][1]}), "
              f"`{b['config']}` config, seeds {', '.join(map(str, seeds))}; "
-             f"mean ± std over the seeds (sample std). Produced by:", "",
+             f"mean ± std over each mode's seeds (sample std; a run that did not finish is absent). Produced by:", "",
              "```bash", doc.get("command", "python bench/adaptation.py"), "```", "",
-             "| mode | iterations | target val mIoU | held-out source mIoU | pseudo-labels raw -> refined | "
+             "| mode | seeds | iterations | target val mIoU | held-out source mIoU | pseudo-labels raw -> refined | "
              "noise AUROC (max-softmax) | median step (s) | peak RSS (MB) | wall per run (min) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for mode, s in summary.items():
         its = sorted({r.get("iters") for r in runs if r["mode"] == mode}, key=str)
         start = " (warm start: source_only)" if mode in ADAPT_MODES and b.get("warm_start") else ""
@@ -172,7 +172,8 @@ def report(doc: dict) -> str:
               else (f"teacher {_ms(s.get('teacher_miou'))}" if "teacher_miou" in s else "-"))
         auroc = (f"{_ms(s.get('noise_auroc'))} ({_ms(s.get('softmax_auroc'))})" if "noise_auroc" in s else "-")
         walls = ", ".join(f"{r['wall_s'] / 60:.1f}" for r in runs if r["mode"] == mode and r.get("wall_s"))
-        lines.append(f"| {mode} | {', '.join(map(str, its))}{start} | {_ms(s.get('target_miou'))} | "
+        mode_seeds = ", ".join(str(r["seed"]) for r in runs if r["mode"] == mode)
+        lines.append(f"| {mode} | {mode_seeds} | {', '.join(map(str, its))}{start} | {_ms(s.get('target_miou'))} | "
                      f"{_ms(s.get('source_val_miou'))} | {pl} | {auroc} | {_ms(s.get('step_s'), 1, 3)} | "
                      f"{_ms(s.get('peak_rss_mb'), 1, 0)} | {walls} |")
     sig = doc.get("significance", {})
