@@ -67,7 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train on the PRN's refined labels too (prn.use_refined_labels=true); by default only its "
                         "noise mask is used, which adapts better on this benchmark")
     p.add_argument("--tiny", action="store_true",
-                   help="smoke-test the whole chain in a minute or two (26 small images, 12 + 16 iterations); "
+                   help="smoke-test the whole chain in well under a minute on an idle CPU (26 small images, "
+                        "12 + 16 iterations); "
                         "its numbers mean nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
