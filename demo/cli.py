@@ -106,10 +106,12 @@ def run_demo(args: argparse.Namespace) -> int:
         reason = "the port is in use" if "empty port" in str(exc) else str(exc)
         raise DemoError(f"cannot serve on {args.host}:{args.port} ({reason}); pass a free --port or another --host") \
             from None
-    print(f"prnseg demo: open {app.local_url}  (Ctrl+C to stop)", flush=True)
     _stop_on_sigterm()
     try:
+        print(f"prnseg demo: open {app.local_url}  (Ctrl+C to stop)", flush=True)
         app.block_thread()
+    except KeyboardInterrupt:
+        pass    # Ctrl+C (or SIGTERM) before Gradio's own wait loop took over: the same clean stop
     finally:
         app.close()
         shutil.rmtree(core.workdir, ignore_errors=True)

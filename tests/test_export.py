@@ -227,6 +227,7 @@ def test_labels_equal_the_pytorch_eval_pipeline_on_val_images(exported_model, pr
     from prnseg.serve.image_io import read_image
     from prnseg.training.data.transforms import build_test_pipeline
     from prnseg.training.evaluate import load_models, run_networks
+    from prnseg.training.pseudo_labels import written_labels
 
     cfg, _, prn, teacher = load_models(prn_checkpoint, "student", "cpu", with_teacher=True)
     pipeline = build_test_pipeline(size=cfg.data.val.size)
@@ -239,7 +240,8 @@ def test_labels_equal_the_pytorch_eval_pipeline_on_val_images(exported_model, pr
         label, raw = (spec.unfit(o[0], placement) for o in sess.run(["label", "raw_label"], {"image": fitted[None]}))
         ref = run_networks(teacher, prn, rgb, pipeline, torch.device("cpu"))
         total += label.size
-        same_label += int((label == ref["refined_logits"].argmax(0).numpy()).sum())
+        written = written_labels(ref["logits"], ref["refined_logits"], cfg.prn.refine_min_confidence, dim=0)[0]
+        same_label += int((label == written.numpy()).sum())
         same_raw += int((raw == ref["logits"].argmax(0).numpy()).sum())
     assert total == 4 * BUCKET[0] * BUCKET[1]
     assert same_label / total >= 0.9999 and same_raw / total >= 0.9999
@@ -546,8 +548,9 @@ def test_calibration_folders_find_their_labels(synth_root, tmp_path, prn_checkpo
         write_image(unlabelled / f"{i}.jpg", read_image(p))
     images, desc = load_calibration(unlabelled, max_images=0)
     assert len(images) == 2 and all(c.gt is None for c in images) and "without labels" in desc
-    _, _, segmentor, prn, _ = _load(prn_checkpoint, "teacher")
-    reference = PseudoLabeler(segmentor, prn, IMG_MEAN, IMG_STD, 0.5).eval()
+    cfg, _, segmentor, prn, _ = _load(prn_checkpoint, "teacher")
+    reference = PseudoLabeler(segmentor, prn, IMG_MEAN, IMG_STD, 0.5,
+                              refine_min_confidence=cfg.prn.refine_min_confidence).eval()
     spec = load_model_spec(exported_model)
     report = run_parity(reference, spec, {"pseudolabeler": spec.artefact_path("pseudolabeler")}, images, desc)
     m = report["summary"]["pseudolabeler"]
