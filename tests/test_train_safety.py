@@ -4,6 +4,7 @@ any checkpoint is written, config values are range-checked, a resume logs each s
 import csv
 import math
 import shutil
+import signal
 
 import pytest
 import torch
@@ -55,15 +56,16 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(synt
     state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
     assert state["step"] == bad_step - 1
     for name in ("student", "teacher"):
-        assert all(torch.isfinite(t).all() for t in tensors(state[name]) if t.is_floating_point()), name
+        assert all(torch.isfinite(t).all() for _, t in tensors(state[name]) if t.is_floating_point()), name
 
 
-def tensors(tree):
+def tensors(tree, key=""):
+    """(key path, tensor) for every tensor in a checkpoint's nested dicts."""
     if isinstance(tree, torch.Tensor):
-        yield tree
+        yield key, tree
     elif isinstance(tree, dict):
-        for v in tree.values():
-            yield from tensors(v)
+        for k, v in tree.items():
+            yield from tensors(v, f"{key}.{k}")
 
 
 def test_resume_logs_each_step_once(synth_root, tmp_path):
@@ -80,3 +82,54 @@ def test_resume_logs_each_step_once(synth_root, tmp_path):
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     assert all(math.isfinite(float(r["source"])) for r in rows)
+
+
+# Run `prnseg train` with torch.save replaced by one that, on its KILL_AT-th call, writes half of
+# the checkpoint's bytes into the open temporary file and then SIGKILLs its own process: the kill
+# lands inside a checkpoint write every time, not wherever a timer happens to fall.
+_KILL_INSIDE_SAVE = """
+import io, os, signal, sys
+import torch
+KILL_AT = int(sys.argv[1])
+real_save, calls = torch.save, [0]
+def save(obj, f, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] == KILL_AT:
+        buf = io.BytesIO()
+        real_save(obj, buf, *args, **kwargs)
+        f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        f.flush()
+        os.fsync(f.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(obj, f, *args, **kwargs)
+torch.save = save
+from prnseg.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_kill_inside_a_checkpoint_write_keeps_the_previous_one_and_resumes_exactly(synth_root, tmp_path):
+    import subprocess
+    import sys
+
+    from prnseg.training.checkpoint import load_checkpoint
+
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    args = tiny_train_args(synth_root, killed, "self_training", iters=4, extra=("train.threads=1",))
+    proc = subprocess.run([sys.executable, "-c", _KILL_INSIDE_SAVE, "3", *args], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    torn = list(killed.glob(".last.pt.*.tmp"))
+    assert len(torn) == 1 and torn[0].stat().st_size > 0, "the kill did not land inside a checkpoint write"
+    with pytest.raises(Exception):  # the torn temporary file is not a checkpoint ...
+        torch.load(torn[0], map_location="cpu", weights_only=True)
+    assert load_checkpoint(killed / "last.pt")["step"] == 2  # ... and last.pt is still iteration 2's, whole
+
+    run_cli(*args, "--resume")
+    assert not list(killed.glob("*.tmp")) and not list(killed.glob(".*.tmp")), "the torn write was left behind"
+    run_cli(*tiny_train_args(synth_root, straight, "self_training", iters=4, extra=("train.threads=1",)))
+    a, b = (load_checkpoint(d / "last.pt") for d in (straight, killed))
+    assert a["step"] == b["step"] == 4
+    for name in ("student", "teacher"):
+        ta, tb = dict(tensors(a[name], name)), dict(tensors(b[name], name))
+        assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta), f"{name} differs after resume"
