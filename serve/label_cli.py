@@ -64,6 +64,10 @@ def add_label_arguments(p: argparse.ArgumentParser) -> None:
                    "grayscale outputs (default 1: fast; labels are always small)")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local threads, or a Ray Data cluster (RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--suggest", type=int, default=None, metavar="K",
+                   help="also write OUT/suggest/: the K images most worth hand-labelling (noise-mask mass weighted "
+                        "towards rare classes, near-duplicates spread out), suggest.txt for "
+                        "data.target_labeled.list and their labels as CVAT 'Segmentation mask 1.1' pre-annotations")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -72,6 +76,10 @@ def _pct(v) -> str:
 
 
 def run_label(args: argparse.Namespace) -> int:
+    if args.suggest is not None and args.suggest < 1:
+        from prnseg.serve.suggest import SuggestError
+
+        raise SuggestError(f"--suggest {args.suggest}: give the number of images to suggest, at least 1")
     opts = LabelOptions(
         input_dir=Path(args.input_dir), out_dir=Path(args.out), model_dir=Path(args.model), batch=args.batch,
         workers=args.workers, ignore_noisy=args.ignore_noisy, noise_threshold=args.noise_threshold,
@@ -102,10 +110,27 @@ def run_label(args: argparse.Namespace) -> int:
               f"{_pct(nd['recall'])}" + (f" ({gt['n_missing']} without ground truth)" if gt["n_missing"] else ""))
     if c["remaining"] or c["failed"]:
         print("re-run the same command to resume (finished images are skipped, failed ones retried)")
+    if args.suggest is not None:
+        _suggest(args.suggest, opts)
+        return EXIT_SOME_FAILED if c["failed"] else 0
     print(f"next: prnseg train --config {train_config(opts.model_dir)} --set uda.mode=source_only "
           f"--set data.source.kind=folder --set data.source.root={out} --out {out.parent / (out.name + '-train')}"
           f"   # trains on {out}: images/ -> INPUT_DIR, labels/, train.txt")
     return EXIT_SOME_FAILED if c["failed"] else 0
+
+
+def _suggest(k: int, opts: LabelOptions) -> None:
+    from prnseg.serve.model_spec import load_model_spec
+    from prnseg.serve.suggest import finished_records, write_suggestions
+
+    spec = load_model_spec(opts.model_dir)
+    s = write_suggestions(opts.out_dir, opts.input_dir, finished_records(opts.out_dir), list(spec.classes),
+                          spec.palette, k)
+    print(f"suggest: the {s['chosen']} images most worth labelling, ranked, in {s['list']}; copies in "
+          f"{opts.out_dir / 'suggest' / 'images'}, pre-annotations {s['cvat']} (CVAT: create a task from "
+          f"the copies, then Actions > Upload annotations > Segmentation mask 1.1)")
+    print(f"then: label them and train with --set data.target_labeled.root=DATASET_ROOT "
+          f"--set data.target_labeled.list={s['list']} (paths in it are relative to {opts.input_dir})")
 
 
 def train_config(model_dir: Path) -> str:

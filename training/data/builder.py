@@ -97,15 +97,26 @@ def build_labeled_target(cfg: Config) -> SegDataset | None:
     # labels are paired by name here and read (opened) only for the records kept
     ds = build_dataset(kind, lt.root, split=lt.split, load_labels=True, pipeline=pipeline, seed=cfg.train.seed)
     if wanted is not None:
-        by_name = {Path(r.image).relative_to(ds.root).as_posix(): i for i, r in enumerate(ds.records)}
-        missing = [w for w in wanted if w not in by_name]
-        if missing:
-            raise ConfigError(f"data.target_labeled.list={lt.list}: {missing[0]!r} is not an image of the "
-                              f"{kind} split '{lt.split}' under {lt.root} ({len(missing)} of {len(wanted)} "
-                              f"not found); paths are relative to data.target_labeled.root")
-        keep = sorted({by_name[w] for w in wanted})
+        names = [Path(r.image).relative_to(ds.root).as_posix() for r in ds.records]
+        index = {n: i for i, n in enumerate(names)}
+        keep = sorted({index[w] if w in index else _match_listed(w, names, lt, kind) for w in wanted})
         ds.records = [ds.records[i] for i in keep]
     return ds
+
+
+def _match_listed(entry: str, names: list[str], lt, kind: str) -> int:
+    """The record a list entry names: its path relative to the root, or (as ``prnseg label --suggest``
+    writes them, relative to the folder that was labelled) the one path ending in it."""
+    hits = [i for i, n in enumerate(names) if n.endswith("/" + entry)]
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        raise ConfigError(f"data.target_labeled.list={lt.list}: {entry!r} matches {len(hits)} images under "
+                          f"{lt.root} ({names[hits[0]]}, {names[hits[1]]}, ...); give its path relative to "
+                          f"data.target_labeled.root")
+    raise ConfigError(f"data.target_labeled.list={lt.list}: {entry!r} is not an image of the {kind} split "
+                      f"'{lt.split}' under {lt.root}; paths are relative to data.target_labeled.root (or to "
+                      f"the folder prnseg label --suggest labelled)")
 
 
 def build_rcs(cfg: Config, source: SegDataset) -> RareClassSampler | None:
