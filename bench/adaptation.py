@@ -239,16 +239,15 @@ def write_json(path: Path, doc: dict) -> None:
     os.replace(tmp, path)
 
 
-def update_readme(readme: Path, text: str) -> None:
-    """Replace what lies between the README's result markers with ``text``."""
+def update_readme(readme: Path, text: str, begin: str = README_BEGIN, end: str = README_END) -> None:
+    """Replace what lies between the README's result markers (``begin`` ... ``end``) with ``text``."""
     body = readme.read_text()
-    if README_BEGIN not in body or README_END not in body:
-        raise SystemExit(f"{readme}: has no '{README_BEGIN}' ... '{README_END}' markers; add them where the "
-                         f"results belong")
-    head, rest = body.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
+    if begin not in body or end not in body:
+        raise SystemExit(f"{readme}: has no '{begin}' ... '{end}' markers; add them where the results belong")
+    head, rest = body.split(begin, 1)
+    _, tail = rest.split(end, 1)
     tmp = readme.with_name(f".{readme.name}.tmp")
-    tmp.write_text(head + README_BEGIN + "\n" + text + README_END + tail)
+    tmp.write_text(head + begin + "\n" + text + end + tail)
     os.replace(tmp, readme)
 
 

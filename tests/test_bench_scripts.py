@@ -166,3 +166,45 @@ def test_adaptation_script_writes_runs_with_source_and_target_miou(synth_root, t
     assert set(doc["summary"]["oracle"]["target_miou"]) == {"mean", "std", "n"}
     assert (out / "seed0" / "oracle" / "run.json").exists()
     assert "| oracle |" in proc.stdout
+
+
+def _few_label_rows():
+    rows = []
+    for seed, (raw, sug, rnd, st) in enumerate([(0.30, 0.36, 0.32, 0.31), (0.31, 0.37, 0.325, 0.30),
+                                                (0.29, 0.355, 0.33, 0.305)]):
+        rows.append({"seed": seed, "k": 0, "strategy": "prn", "target_miou": st - 0.01, "pl_raw_miou": raw,
+                     "pl_written_miou": raw, "noise_auroc": 0.8, "softmax_auroc": 0.85, "wall_s": None})
+        for strategy, v in (("suggest", sug), ("random", rnd)):
+            rows.append({"seed": seed, "k": 10, "strategy": strategy, "target_miou": v, "pl_raw_miou": raw,
+                         "pl_written_miou": v + 0.01, "noise_auroc": 0.8, "softmax_auroc": 0.85, "wall_s": 600.0})
+    return rows
+
+
+def test_few_labels_summary_judges_chosen_against_random_and_writes_the_readme(tmp_path):
+    few = _load("few_labels")
+    doc = few.summarise({"benchmark": {"version": 3, "seeds": [0, 1, 2]}, "command": "python bench/few_labels.py",
+                         "runs": _few_label_rows(),
+                         "self_training": [{"seed": s, "target_miou": v} for s, v in enumerate((0.31, 0.30, 0.305))]})
+    sig = doc["significance"]
+    assert sig["suggest_k10_minus_random_k10:target_miou"]["verdict"] == "gain"
+    assert sig["suggest_k10_minus_self_training:target_miou"]["verdict"] == "gain"
+    assert sig["suggest_k10_written_minus_raw:pl_miou"]["verdict"] == "gain"
+    assert doc["summary"]["random_k10"]["target_miou"]["n"] == 3
+    text = few.report(doc)
+    assert "| 10 | suggest | 0, 1, 2 | 36.2 ± 0.8 |" in text and "| 0 | - | 0, 1, 2 |" in text
+    readme = tmp_path / "README.md"
+    readme.write_text(f"a\n{few.README_BEGIN}\nold\n{few.README_END}\nb\n")
+    (tmp_path / "f.json").write_text(json.dumps(doc))
+    subprocess.run([sys.executable, str(ROOT / "bench" / "few_labels.py"), "--from-json", str(tmp_path / "f.json"),
+                    "--readme", str(readme)], check=True, capture_output=True)
+    body = readme.read_text()
+    assert "old" not in body and "36.2 ± 0.8" in body and body.startswith("a\n") and body.endswith("b\n")
+
+
+def test_few_labels_random_choice_is_seeded_and_suggest_takes_the_queue_prefix():
+    few = _load("few_labels")
+    images = [f"c/{i}.png" for i in range(50)]
+    a = few.chosen("random", 1, 10, [], images)
+    assert a == few.chosen("random", 1, 10, [], images) and len(set(a)) == 10
+    assert a != few.chosen("random", 2, 10, [], images)
+    assert few.chosen("suggest", 0, 2, ["x.png", "y.png", "z.png"], images) == ["x.png", "y.png"]

@@ -1,0 +1,231 @@
+"""Few-label refinement on the synthetic benchmark: the gain of K hand-labelled target images,
+chosen by ``prnseg label --suggest`` or at random.
+
+The loop a user runs, with the synthetic ground truth standing in for the person who labels:
+per seed, the ``prn`` run of ``bench/adaptation.py`` (same --out) is exported and labels the target
+train images with ``--suggest``; then for each K a ``prn`` run adapts from the seed's ``source_only``
+checkpoint (as the adaptation table's runs do) with the K chosen (or K random) images as
+``data.target_labeled``, and is evaluated on target val: the student's mIoU and the written
+pseudo-labels' mIoU against the teacher's raw ones. K = 0 is the adaptation table's ``prn`` run.
+
+    python bench/adaptation.py --out runs/v3 --seeds 0,1,2 --modes source_only,self_training,prn \\
+        --adapt-iters 1000 --threads 1
+    python bench/few_labels.py --out runs/v3 --seeds 0,1,2 --k 10 --threads 1
+
+Every run writes ``OUT/few_labels/seed<S>/<strategy>_k<K>/run.json`` when it ends, so an
+interrupted table resumes; ``--json`` holds all runs and the summary (mean ± std over seeds, the
+significance rule of ``bench/adaptation.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shlex
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from adaptation import mean_std, sh, significance, update_readme, write_json  # noqa: E402
+
+STRATEGIES = ("suggest", "random")
+METRICS = ("target_miou", "pl_raw_miou", "pl_written_miou", "noise_auroc", "softmax_auroc", "wall_s")
+README_BEGIN = "<!-- few-label-results:begin (written by bench/few_labels.py --readme; do not edit) -->"
+README_END = "<!-- few-label-results:end -->"
+
+
+def target_images(data: Path) -> list[str]:
+    """Target train images, relative to the folder ``prnseg label`` is given (as suggest.txt lists them)."""
+    root = data / "cityscapes" / "leftImg8bit" / "train"
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+
+
+def suggested(seed: int, k_max: int, args, data: Path, out: Path) -> list[str]:
+    """The seed's ranked queue of ``k_max`` images, from its adapted ``prn`` model."""
+    base = out / "few_labels" / f"seed{seed}"
+    queue = base / "label" / "suggest" / "suggest.txt"
+    if queue.exists() and len(queue.read_text().splitlines()) >= k_max:
+        return queue.read_text().splitlines()
+    ckpt = out / f"seed{seed}" / "prn" / "last.pt"
+    if not ckpt.exists():
+        raise SystemExit(f"{ckpt}: not found; run bench/adaptation.py --out {out} --seeds {seed} --modes prn first")
+    model = base / "model"
+    if not (model / "model.json").exists():
+        sh(["export", str(ckpt), "--out", str(model), "--overwrite", "--no-progress"])
+    sh(["label", str(data / "cityscapes" / "leftImg8bit" / "train"), "--model", str(model),
+        "--out", str(base / "label"), "--save", "noise_prob,raw", "--suggest", str(k_max), "--no-progress"])
+    return queue.read_text().splitlines()
+
+
+def chosen(strategy: str, seed: int, k: int, queue: list[str], images: list[str]) -> list[str]:
+    if strategy == "suggest":
+        return queue[:k]
+    return sorted(random.Random(1000 * seed + k).sample(images, k))
+
+
+def run_one(seed: int, k: int, strategy: str, listed: list[str], args, data: Path, out: Path) -> dict:
+    run_dir = out / "few_labels" / f"seed{seed}" / f"{strategy}_k{k}"
+    done = run_dir / "run.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lst = run_dir / "labelled.txt"
+    lst.write_text("".join(f"{p}\n" for p in listed))
+    sets = [f"data.source.root={data / 'gta'}", f"data.target.root={data / 'cityscapes'}", "uda.mode=prn",
+            f"train.seed={seed}", f"train.threads={args.threads}", "train.eval_every=0",
+            f"train.iters={args.adapt_iters}", f"train.init_from={out / f'seed{seed}' / 'source_only' / 'last.pt'}",
+            f"data.target_labeled.root={data / 'cityscapes'}", f"data.target_labeled.list={lst}", *args.overrides]
+    train = ["train", "--config", args.config, "--out", str(run_dir), *[a for s in sets for a in ("--set", s)]]
+    if (run_dir / "last.pt").exists():
+        train.append("--resume")
+    t0 = time.perf_counter()
+    sh(train)
+    wall = time.perf_counter() - t0
+    sh(["eval", str(run_dir / "last.pt"), "--data", str(data / "cityscapes"), "--json", str(run_dir / "eval.json"),
+        "--no-progress"])
+    return write_row(done, eval_row(run_dir / "eval.json", seed, k, strategy, wall))
+
+
+def eval_row(eval_json: Path, seed: int, k: int, strategy: str, wall: float | None) -> dict:
+    m = json.loads(eval_json.read_text())
+    pl = m["pseudo_labels"]
+    return {"seed": seed, "k": k, "strategy": strategy, "target_miou": m["miou"], "pl_raw_miou": pl["raw"]["miou"],
+            "pl_written_miou": pl["refined"]["miou"], "noise_auroc": pl["noise_detector"]["auroc"],
+            "softmax_auroc": pl["confidence_baseline"]["auroc"], "wall_s": wall}
+
+
+def write_row(path: Path, row: dict) -> dict:
+    write_json(path, row)
+    return row
+
+
+def summarise(doc: dict) -> dict:
+    """Mean ± std per (strategy, K); chosen vs random and each vs self_training / K=0, per seed."""
+    runs = doc["runs"]
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(f"{r['strategy']}_k{r['k']}", []).append(r)
+    doc["summary"] = {g: {m: mean_std([r[m] for r in rs]) for m in METRICS if all(r.get(m) is not None for r in rs)}
+                      for g, rs in groups.items()}
+
+    def by_seed(group: str, metric: str) -> dict[int, float]:
+        return {r["seed"]: r[metric] for r in groups.get(group, []) if r.get(metric) is not None}
+
+    sig = {}
+    for k in sorted({r["k"] for r in runs if r["k"] > 0}):
+        for metric in ("target_miou", "pl_written_miou"):
+            pairs = {f"suggest_k{k}_minus_random_k{k}": (f"suggest_k{k}", f"random_k{k}"),
+                     f"suggest_k{k}_minus_prn_k0": (f"suggest_k{k}", "prn_k0")}
+            for name, (a, b) in pairs.items():
+                s = significance(by_seed(a, metric), by_seed(b, metric))
+                if s:
+                    sig[f"{name}:{metric}"] = s
+        st = {r["seed"]: r["target_miou"] for r in doc.get("self_training", [])}
+        s = significance(by_seed(f"suggest_k{k}", "target_miou"), st)
+        if s:
+            sig[f"suggest_k{k}_minus_self_training:target_miou"] = s
+        raw = by_seed(f"suggest_k{k}", "pl_raw_miou")
+        s = significance(by_seed(f"suggest_k{k}", "pl_written_miou"), raw)
+        if s:
+            sig[f"suggest_k{k}_written_minus_raw:pl_miou"] = s
+    doc["significance"] = sig
+    return doc
+
+
+def _ms(s: dict | None) -> str:
+    if not s:
+        return "-"
+    return f"{100 * s['mean']:.1f}" if s["n"] == 1 else f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+
+
+def report(doc: dict) -> str:
+    lines = ["Few-label refinement (`data.target_labeled`), synthetic benchmark version "
+             f"{doc['benchmark']['version']}, seeds {', '.join(map(str, doc['benchmark']['seeds']))}; "
+             "mean ± std over the seeds each row has. Produced by:", "", "```bash", doc["command"], "```", "",
+             "| labelled images | chosen by | seeds | student target val mIoU | pseudo-labels raw -> written | "
+             "noise AUROC (max-softmax) | wall per run (min) |", "|---|---|---|---|---|---|---|"]
+    for group, s in sorted(doc["summary"].items(), key=lambda kv: (int(kv[0].rsplit("_k", 1)[1]), kv[0])):
+        strategy, k = group.rsplit("_k", 1)
+        rs = [r for r in doc["runs"] if f"{r['strategy']}_k{r['k']}" == group]
+        walls = ", ".join(f"{r['wall_s'] / 60:.1f}" for r in rs if r.get("wall_s"))
+        lines.append(f"| {k} | {'-' if k == '0' else strategy} | {', '.join(str(r['seed']) for r in rs)} | "
+                     f"{_ms(s.get('target_miou'))} | {_ms(s.get('pl_raw_miou'))} -> {_ms(s.get('pl_written_miou'))} | "
+                     f"{_ms(s.get('noise_auroc'))} ({_ms(s.get('softmax_auroc'))}) | {walls or '-'} |")
+    st = [r["target_miou"] for r in doc.get("self_training", [])]
+    if st:
+        lines += ["", f"self_training (no labels) on the same seeds: {_ms(mean_std(st))}."]
+    if doc.get("significance"):
+        lines += ["", "Differences (per-seed; a gain or loss only when the mean exceeds twice the std):", ""]
+        for name, s in doc["significance"].items():
+            diffs = ", ".join(f"{100 * d:+.1f}" for d in s["differences"])
+            lines.append(f"- {name.replace('_minus_', ' - ')}: {100 * s['mean']:+.1f} ± {100 * s['std']:.1f} "
+                         f"({diffs}): **{s['verdict']}**")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/adaptation", help="the --out of bench/adaptation.py (its seed<S>/prn "
+                    "and seed<S>/source_only runs are used)")
+    ap.add_argument("--data", default=None, help="synthetic benchmark root (default OUT/data)")
+    ap.add_argument("--config", default="synthetic")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--k", default="10", help="comma list of labelled-image counts, e.g. 5,10,25,50 (default 10)")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES), help="suggest (prnseg label --suggest), random")
+    ap.add_argument("--adapt-iters", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--json", default=None, metavar="FILE", help="default OUT/few_labels.json")
+    ap.add_argument("--readme", default=None, metavar="README.md")
+    ap.add_argument("--from-json", default=None, metavar="FILE", help="train nothing: report from this JSON")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.from_json:
+        text = report(summarise(json.loads(Path(args.from_json).read_text())))
+        print(text)
+        if args.readme:
+            update_readme(Path(args.readme), text, README_BEGIN, README_END)
+        return 0
+    out = Path(args.out)
+    data = Path(args.data) if args.data else out / "data"
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    ks = sorted(int(k) for k in args.k.split(",") if k.strip())
+    strategies = [s for s in args.strategies.split(",") if s]
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad or not ks or min(ks) < 1:
+        raise SystemExit(f"--strategies: choose from {', '.join(STRATEGIES)}" if bad else "--k: counts >= 1, e.g. 5,10")
+    meta = json.loads((data / "synth.json").read_text())
+    command = "python bench/few_labels.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
+                                                                                 else sys.argv[1:]))
+    doc = {"benchmark": {"version": meta["version"], "seeds": seeds, "config": args.config,
+                         "adapt_iters": args.adapt_iters, "overrides": args.overrides},
+           "command": command, "runs": [], "self_training": []}
+    json_path = Path(args.json) if args.json else out / "few_labels.json"
+    images = target_images(data)
+    for seed in seeds:
+        for mode, key in (("prn", "runs"), ("self_training", "self_training")):
+            ev = out / f"seed{seed}" / mode / "eval.json"
+            if ev.exists():
+                row = eval_row(ev, seed, 0, "prn", None) if mode == "prn" else \
+                    {"seed": seed, "target_miou": json.loads(ev.read_text())["miou"]}
+                doc[key].append(row)
+        queue = suggested(seed, max(ks), args, data, out) if "suggest" in strategies else []
+        for k in ks:
+            for strategy in strategies:
+                doc["runs"].append(run_one(seed, k, strategy, chosen(strategy, seed, k, queue, images), args, data, out))
+                write_json(json_path, summarise(doc))
+    text = report(summarise(doc))
+    write_json(json_path, doc)
+    print("\n" + text + f"\nwrote {json_path}")
+    if args.readme:
+        update_readme(Path(args.readme), text, README_BEGIN, README_END)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
