@@ -19,8 +19,12 @@ from dataclasses import asdict
 
 import numpy as np
 
+from prnseg.serve.label_journal import Journal
+from prnseg.serve.label_local import label_items
+from prnseg.serve.label_options import LabelError, LabelOptions
+from prnseg.serve.label_plan import Item, Plan
+from prnseg.serve.label_writer import OutputWriter
 from prnseg.serve.model_spec import ModelSpec
-from prnseg.serve.pipeline import Item, Journal, LabelError, LabelOptions, OutputWriter, Plan, label_items
 
 
 class LabelActor:
@@ -112,7 +116,7 @@ def _run_on_cluster(ray, plan: Plan, spec: ModelSpec, journal: Journal, opts: La
                 journal.add(rec)
         if journal.halted is not None:
             break
-        if opts.max_failures > 0 and journal.n_failed >= opts.max_failures:
+        if opts.over_failure_limit(journal.n_failed):
             stop.set()
             break
     wall = time.perf_counter() - t0

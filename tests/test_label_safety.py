@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from test_label import label, manifest, render_folder, temp_files, tree
 
-from prnseg.serve import pipeline
+from prnseg.serve import label_writer, pipeline
 from prnseg.serve.image_io import image_header_size
 from prnseg.serve.pipeline import (DEFAULT_MAX_PIXELS, EXIT_SOME_FAILED, LabelError, LabelOptions, LabelStopped,
                                    _scan_outputs, label_folder, shard_of)
@@ -215,7 +215,7 @@ def test_a_disk_error_stops_the_run_at_once_and_the_resume_is_byte_identical(exp
     inp, rels, full = labelled_once
     out = tmp_path / "out"
     writes = {"ok": 0, "refused": 0}
-    real_write = pipeline.atomic_write_bytes
+    real_write = label_writer.atomic_write_bytes
 
     def write(path, data, **kw):  # the disk gives out after 30 output files (10 images)
         if Path(path).suffix == ".png" and writes["ok"] >= 30:
@@ -224,7 +224,7 @@ def test_a_disk_error_stops_the_run_at_once_and_the_resume_is_byte_identical(exp
         writes["ok"] += Path(path).suffix == ".png"
         return real_write(path, data, **kw)
 
-    monkeypatch.setattr(pipeline, "atomic_write_bytes", write)
+    monkeypatch.setattr(label_writer, "atomic_write_bytes", write)
     opts = LabelOptions(inp, out, exported_model, progress=False, device="cpu", batch=4, workers=2)
     with pytest.raises(LabelStopped, match=re.escape(pipeline.disk_problem(OSError(code, "x")))) as err:
         label_folder(opts, log=lambda m: None)
