@@ -44,19 +44,20 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from prnseg.training.augment import consistency_view
 from prnseg.training.data.builder import build_eval_dataset, build_uda_dataset, val_dataset_config
 from prnseg.training.data.transforms import build_test_pipeline
 from prnseg.training.data.uda import ResumableSampler
-from prnseg.training.evaluate import evaluate_pseudo_labels, load_models
+from prnseg.training.evaluate import evaluate_pseudo_labels
 from prnseg.training.fft_perturb import fft_perturb_logits, sample_eps
-from prnseg.training.losses import consistency_noise_loss, prn_losses
+from prnseg.training.loading import load_checkpoint_model
 from prnseg.training.models.factory import create_prn
+from prnseg.training.prn_step import PRNBatch, PRNStep
 
 VARIANTS = ("full", "logits_only", "fda", "no_perturb", "feature_fft", "prior_residual", "target_consistency",
             "prototype", "target_labels")
@@ -101,6 +102,19 @@ def variant_parts(name: str) -> set[str]:
     return parts - {"full"}
 
 
+def training_step(cfg, parts: set[str]) -> PRNStep:
+    """The trainer's PRN step for ``cfg`` (losses, weights, reductions), learning the noise head from
+    target consistency when the variant says so, so a variant measures what training would do."""
+    signal = "target_consistency" if "target_consistency" in parts else "source_fft"
+    return replace(PRNStep.from_config(cfg), noise_signal=signal)
+
+
+def scoring_step(cfg, refine_min_confidence: float = 0.0) -> PRNStep:
+    """The step variants are scored with: the refined label wherever the PRN's top probability
+    reaches ``refine_min_confidence`` (default 0: the PRN's own argmax, what a signal taught it)."""
+    return replace(PRNStep.from_config(cfg), use_refined_labels=True, refine_min_confidence=refine_min_confidence)
+
+
 def class_prototypes(teacher, batches, n_batches: int, num_classes: int) -> torch.Tensor:
     """C x D mean decoder features of the target pixels the teacher labels with confidence >=
     ``PROTOTYPE_MIN_CONFIDENCE`` (a class with no such pixel gets the mean of all of them)."""
@@ -133,6 +147,7 @@ def train_variant(variant, teacher, cfg, iters, seed, lr):
     torch.manual_seed(seed)
     prn = _FeatureGate(create_prn(teacher, channels=cfg.prn.channels, num_blocks=cfg.prn.num_blocks),
                        "logits_only" not in parts)
+    step = training_step(cfg, parts)
     if "prior_residual" in parts:
         prn = _PriorResidual(prn)
     ds = build_uda_dataset(cfg)
@@ -143,7 +158,7 @@ def train_variant(variant, teacher, cfg, iters, seed, lr):
     batches = iter(loader)
     labelled_target = _labelled_target_batches(cfg, seed) if "target_labels" in parts else None
     protos = class_prototypes(teacher, iter(loader), 50, teacher.num_classes) if "prototype" in parts else None
-    for step in range(iters):
+    for i in range(iters):
         b = next(batches)
         xs, ys, xt = b["source"]["img"], b["source"]["gt"], b["target"]["img"]
         if labelled_target is not None:  # the target's own images and labels take the source's place
@@ -162,16 +177,14 @@ def train_variant(variant, teacher, cfg, iters, seed, lr):
             z, feats = out_t.logits, out_t.features
             ys = torch.nn.functional.interpolate(rectified_logits(out_t, protos).argmax(1, keepdim=True).float(),
                                                  size=xt.shape[-2:], mode="nearest")[:, 0].long()
-        ref, noise = prn([f.detach() for f in feats], z)
-        terms = prn_losses(ref, noise, z, ys)
-        if "target_consistency" in parts:
-            terms["noise"] = _consistency_noise_loss(prn, teacher, xt, out_t, g)
+        out = step.losses(prn, PRNBatch(feats, z, ys), target=PRNBatch(out_t.features, out_t.logits),
+                          target_images=xt, teacher=lambda x: teacher(x).logits.float(), generator=g)
         opt.zero_grad()
-        (terms["ref"] + terms["noise"]).backward()
+        out.loss.backward()
         opt.step()
-        if step % 100 == 0:
-            print(f"  {variant} step {step}: refine CE {terms['ref'].item():.3f}  noise BCE {terms['noise'].item():.3f}",
-                  flush=True)
+        if i % 100 == 0:
+            print(f"  {variant} step {i}: refine CE {out.terms['prn_ref'].item():.3f}  "
+                  f"noise BCE {out.terms['prn_noise'].item():.3f}", flush=True)
     prn.eval()
     prn.prototypes = protos
     return prn
@@ -219,22 +232,13 @@ def _labelled_target_batches(cfg, seed):
         yield torch.stack(xs), torch.stack(ys)
 
 
-def _consistency_noise_loss(prn, teacher, xt, out_t, g):
-    """The trainer's ``prn.noise_signal=target_consistency`` noise term on a target batch."""
-    with torch.no_grad():
-        view_logits = teacher(consistency_view(xt, generator=g)).logits.flip(-1)
-    _, noise_t = prn([f.detach() for f in out_t.features], out_t.logits)
-    return consistency_noise_loss(noise_t, out_t.logits, view_logits, xt.shape[-2:])
-
-
 def score(teacher, prn, cfg, data_root, n_images):
-    """Raw vs refined (the PRN's argmax: the rule at confidence 0) and both noise detectors, by
-    the evaluation's own code path."""
+    """Raw vs refined (:func:`scoring_step`'s labels) and both noise detectors, by the evaluation's
+    own code path."""
     vcfg = val_dataset_config(cfg)
     ds = build_eval_dataset(vcfg.kind, data_root, vcfg.split)
-    s = evaluate_pseudo_labels(teacher, prn, ds, vcfg.size, torch.device("cpu"), cfg.prn.noise_threshold,
-                               cfg.uda.pseudo_threshold, max_images=max(n_images, 0), progress=False,
-                               refine_min_confidence=0.0)
+    s = evaluate_pseudo_labels(teacher, prn, ds, vcfg.size, torch.device("cpu"), scoring_step(cfg),
+                               cfg.uda.pseudo_threshold, max_images=max(n_images, 0), progress=False)
     return {"raw_miou": s["raw"]["miou"], "refined_miou": s["refined"]["miou"],
             "raw_pixel_accuracy": s["raw"]["pixel_accuracy"], "refined_pixel_accuracy": s["refined"]["pixel_accuracy"],
             "noise_auroc": s["noise_detector"]["auroc"], "max_softmax_auroc": s["confidence_baseline"]["auroc"]}
@@ -256,7 +260,7 @@ def main():
             variant_parts(v)
         except argparse.ArgumentTypeError as e:
             ap.error(str(e))
-    cfg, teacher, _, _ = load_models(args.checkpoint, "teacher", "cpu")
+    teacher, _, cfg = load_checkpoint_model(args.checkpoint, "teacher")
     for p in teacher.parameters():
         p.requires_grad_(False)
     cfg.data.source.root = f"{args.data}/gta"

@@ -25,8 +25,8 @@ from prnseg.sizes import parse_hw
 from prnseg.serve.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
 from prnseg.serve.model_spec import FORMAT, FORMAT_VERSION, MODEL_JSON, PSEUDOLABELER_OUTPUTS, load_model_spec, safe_name
 from prnseg.training.checkpoint import file_sha256, load_checkpoint
-from prnseg.training.config import config_from_dict
 from prnseg.training.data.transforms import IMG_MEAN, IMG_STD
+from prnseg.training.loading import checkpoint_weights, load_checkpoint_model
 
 from . import onnx_export
 from .graphs import PRNGraph, PseudoLabeler, SegmenterGraph
@@ -35,7 +35,6 @@ from .parity import load_calibration, run_parity
 STRIDE = 32
 MIN_OPSET = 17
 DEFAULT_OPSET = 17
-WEIGHTS = ("auto", "teacher", "student")
 
 
 class ExportError(PrnsegError):
@@ -121,32 +120,6 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
-def _load(checkpoint: Path, weights: str):
-    """(config, state, segmentor, prn or None, weights used) for export, in eval mode on the CPU."""
-    from prnseg.training.evaluate import _build_loaded
-    from prnseg.training.models.factory import create_prn_from_config
-
-    if weights not in WEIGHTS:
-        raise ExportError(f"--weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
-    state = load_checkpoint(checkpoint, map_location="cpu")
-    cfg = config_from_dict(state["config"])
-    if weights == "auto":
-        weights = "teacher" if "teacher" in state else "student"
-    model = _build_loaded(cfg, state, weights, torch.device("cpu"), checkpoint)
-    prn = None
-    if cfg.uda.mode == "prn":
-        if "prn" not in state:
-            raise ExportError(f"{checkpoint}: a prn-mode checkpoint without PRN weights; re-save it with prnseg train")
-        prn = create_prn_from_config(model, cfg.prn)
-        try:
-            prn.load_state_dict(state["prn"])
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ExportError(f"{checkpoint}: PRN weights do not fit its config: {first[:160]}") from None
-        prn.eval()
-    return cfg, state, model.eval(), prn, weights
-
-
 def _versions() -> dict:
     import onnx
     import onnxruntime
@@ -206,7 +179,9 @@ def export_model(checkpoint, out_dir, *, weights: str = "auto", sizes=None, max_
 
         require_tensorrt()
     _check_out_dir(out, overwrite)
-    cfg, state, segmentor, prn, weights = _load(checkpoint, weights)
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    segmentor, prn, cfg = load_checkpoint_model(checkpoint, weights, "cpu", state=state)
+    weights = checkpoint_weights(state, weights)
     if buckets is None:
         buckets = [parse_size(cfg.data.val.size)]
     noise_threshold = cfg.prn.noise_threshold if prn is not None else round(1.0 - cfg.uda.pseudo_threshold, 6)

@@ -3,6 +3,7 @@
 ``PseudoLabeler`` is both the graph traced into ``pseudolabeler.onnx`` and the PyTorch reference
 the parity gate compares every artefact against: one definition of "what the model outputs", so
 a difference found by the gate is an export difference, never a second implementation drifting.
+Its PRN part is training's own :class:`~prnseg.training.prn_step.PRNStep`, traced as it is.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prnseg.training.prn_step import PRNStep
 from prnseg.training.pseudo_labels import written_labels
 
 #: Output names of ``segmenter.onnx`` after ``logits`` (the PRN's inputs, one per encoder level).
@@ -86,24 +88,35 @@ class PseudoLabeler(nn.Module):
     argmax and the noise threshold all live here, so full-resolution logits never leave the
     device. Without a PRN the label is the segmenter's own and the noise probability is
     ``1 - max softmax`` (the confidence-threshold detector self-training uses); ``threshold`` is
-    then ``1 - pseudo_threshold``. ``use_refined_labels=False`` mirrors a run trained with
-    ``prn.use_refined_labels=false``: the label (and its confidence) stay the segmenter's own and
-    the PRN contributes only its noise mask, exactly the pseudo-labels that run trained on. With
-    refinement on, the label is :func:`written_labels`' (the rule the trainer's target loss uses):
-    the PRN's label only where its top probability reaches ``refine_min_confidence``.
+    then ``1 - pseudo_threshold``. With a PRN, the labels, confidence and noise mask are
+    :meth:`PRNStep.infer`'s, the step the trainer writes its target pseudo-labels with:
+    ``use_refined_labels=False`` keeps the segmenter's labels and uses the PRN for its noise mask
+    only, and with refinement on the PRN's label replaces the segmenter's only where its top
+    probability reaches ``refine_min_confidence``.
     """
 
     def __init__(self, segmentor: nn.Module, prn: nn.Module | None, mean, std, noise_threshold: float,
                  use_refined_labels: bool = True, refine_min_confidence: float = 0.0):
         super().__init__()
-        self.use_refined_labels = bool(use_refined_labels)
-        self.refine_min_confidence = float(refine_min_confidence)
+        self.step = PRNStep(use_refined_labels=bool(use_refined_labels),
+                            refine_min_confidence=float(refine_min_confidence), noise_threshold=float(noise_threshold))
         self.segmentor = segmentor
         self.prn = prn
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("inv_std", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1),
                              persistent=False)
-        self.noise_threshold = float(noise_threshold)
+
+    @property
+    def noise_threshold(self) -> float:
+        return self.step.noise_threshold
+
+    @property
+    def use_refined_labels(self) -> bool:
+        return self.step.use_refined_labels
+
+    @property
+    def refine_min_confidence(self) -> float:
+        return self.step.refine_min_confidence
 
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 N x H x W x 3 -> float N x 3 x H x W, ``(x - mean) / std``."""
@@ -111,23 +124,19 @@ class PseudoLabeler(nn.Module):
         return (x - self.mean) * self.inv_std
 
     def forward(self, image: torch.Tensor):
-        x = self.normalise(image)
         size = (image.shape[1], image.shape[2])
-        out = self.segmentor(x)
-
-        raw_logits = UpsampleChannelsLast.apply(out.logits, image)  # N x H x W x C: class scores innermost
-        refined_logits = None
+        out = self.segmentor(self.normalise(image))
         if self.prn is not None:
-            refined, noise_logit = self.prn(list(out.features), out.logits)
-            if self.use_refined_labels:
-                refined_logits = UpsampleChannelsLast.apply(refined, image)
-        label, confidence, _ = written_labels(raw_logits, refined_logits, self.refine_min_confidence, dim=-1)
-        raw_label = raw_logits.argmax(-1).to(torch.uint8)
-        label = label.to(torch.uint8)
-        if self.prn is not None:
-            noise_prob = torch.sigmoid(F.interpolate(noise_logit, size=size, mode="bilinear",
-                                                     align_corners=False))[:, 0]
+            # class scores channels-last (innermost); the 1-channel noise logit stays NCHW
+            w = self.step.infer(
+                self.prn, out.features, out.logits, resize=lambda t: UpsampleChannelsLast.apply(t, image),
+                resize_noise=lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=False)[:, 0], dim=-1)
+            label, raw_label, noise, noise_prob, confidence = w.label, w.raw_label, w.noise, w.noise_prob, w.confidence
         else:
+            raw_logits = UpsampleChannelsLast.apply(out.logits, image)
+            label, confidence, _ = written_labels(raw_logits, None, 0.0, dim=-1)
+            raw_label = raw_logits.argmax(-1)
             noise_prob = 1.0 - confidence
-        noise = (noise_prob >= self.noise_threshold).to(torch.uint8)
-        return label, raw_label, noise, _to_uint8(noise_prob), _to_uint8(confidence)
+            noise = noise_prob >= self.noise_threshold
+        return (label.to(torch.uint8), raw_label.to(torch.uint8), noise.to(torch.uint8), _to_uint8(noise_prob),
+                _to_uint8(confidence))

@@ -24,6 +24,7 @@ from prnseg.errors import PrnsegError
 from prnseg.serve.image_io import list_images, read_image
 from prnseg.serve.model_spec import ModelSpec
 from prnseg.training.metrics import ConfusionMatrix
+from prnseg.training.prn_step import PRNStep
 
 from .graphs import FEATURE_NAMES, PSEUDOLABELER_OUTPUT_ORDER, PseudoLabeler
 
@@ -209,7 +210,7 @@ def run_parity(reference: PseudoLabeler, spec: ModelSpec, files: dict[str, Path]
                 # a PRN trained with prn.use_features=false reads no feat1..feat3: its graph has no such inputs
                 declared = {i.name for i in sessions["prn"].get_inputs()}
                 o = sessions["prn"].run(None, {n: v for n, v in feeds.items() if n in declared})
-                refined, noise = reference.prn(list(seg.features), seg.logits)
+                refined, noise = PRNStep.run(reference.prn, seg.features, seg.logits)
                 prn_diff["max_abs_refined_logit_diff"] = max(prn_diff["max_abs_refined_logit_diff"],
                                                              float(np.abs(o[0] - refined.numpy()).max()))
                 prn_diff["max_abs_noise_logit_diff"] = max(prn_diff["max_abs_noise_logit_diff"],

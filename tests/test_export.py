@@ -78,10 +78,10 @@ def test_parity_fp32_and_fp16_pass_the_gate(exported_model):
 
 
 def test_every_layernorm_is_one_node(exported_model, prn_checkpoint):
-    from prnseg.export.exporter import _load
     from prnseg.export.onnx_export import count_layernorm_modules, op_counts
+    from prnseg.training.loading import load_checkpoint_model
 
-    _, _, segmentor, _, _ = _load(prn_checkpoint, "teacher")
+    segmentor = load_checkpoint_model(prn_checkpoint, "teacher").segmentor
     n_ln = count_layernorm_modules(segmentor)
     assert n_ln > 0
     for name in ("segmenter.onnx", "pseudolabeler.onnx", "pseudolabeler_fp16.onnx"):
@@ -226,10 +226,11 @@ def test_labels_equal_the_pytorch_eval_pipeline_on_val_images(exported_model, pr
     """The fused graph reproduces training's own evaluation (run_networks) on the target val images."""
     from prnseg.serve.image_io import read_image
     from prnseg.training.data.transforms import build_test_pipeline
-    from prnseg.training.evaluate import load_models, run_networks
-    from prnseg.training.pseudo_labels import written_labels
+    from prnseg.training.evaluate import image_pseudo_labels
+    from prnseg.training.loading import load_checkpoint_model
+    from prnseg.training.prn_step import PRNStep
 
-    cfg, _, prn, teacher = load_models(prn_checkpoint, "student", "cpu", with_teacher=True)
+    teacher, prn, cfg = load_checkpoint_model(prn_checkpoint, "teacher")
     pipeline = build_test_pipeline(size=cfg.data.val.size)
     spec = load_model_spec(exported_model)
     sess = _session(spec.artefact_path("pseudolabeler"))
@@ -238,11 +239,10 @@ def test_labels_equal_the_pytorch_eval_pipeline_on_val_images(exported_model, pr
         rgb = read_image(path)
         fitted, placement = spec.fit(rgb)
         label, raw = (spec.unfit(o[0], placement) for o in sess.run(["label", "raw_label"], {"image": fitted[None]}))
-        ref = run_networks(teacher, prn, rgb, pipeline, torch.device("cpu"))
+        _, written = image_pseudo_labels(teacher, prn, PRNStep.from_config(cfg), rgb, pipeline, torch.device("cpu"))
         total += label.size
-        written = written_labels(ref["logits"], ref["refined_logits"], cfg.prn.refine_min_confidence, dim=0)[0]
-        same_label += int((label == written.numpy()).sum())
-        same_raw += int((raw == ref["logits"].argmax(0).numpy()).sum())
+        same_label += int((label == written.label.numpy()).sum())
+        same_raw += int((raw == written.raw_label.numpy()).sum())
     assert total == 4 * BUCKET[0] * BUCKET[1]
     assert same_label / total >= 0.9999 and same_raw / total >= 0.9999
 
@@ -523,11 +523,11 @@ def test_checkpoint_without_prn_uses_the_confidence_noise_source(prn_checkpoint,
 
 
 def test_calibration_folders_find_their_labels(synth_root, tmp_path, prn_checkpoint, exported_model):
-    from prnseg.export.exporter import _load
     from prnseg.export.graphs import PseudoLabeler
     from prnseg.export.parity import load_calibration, run_parity
     from prnseg.serve.image_io import read_image, write_image
     from prnseg.training.data.transforms import IMG_MEAN, IMG_STD
+    from prnseg.training.loading import load_checkpoint_model
 
     images, desc = load_calibration(synth_root / "cityscapes", max_images=0)
     assert len(images) == 12 and all(c.gt is not None and c.gt.shape == c.rgb.shape[:2] for c in images)
@@ -548,7 +548,7 @@ def test_calibration_folders_find_their_labels(synth_root, tmp_path, prn_checkpo
         write_image(unlabelled / f"{i}.jpg", read_image(p))
     images, desc = load_calibration(unlabelled, max_images=0)
     assert len(images) == 2 and all(c.gt is None for c in images) and "without labels" in desc
-    cfg, _, segmentor, prn, _ = _load(prn_checkpoint, "teacher")
+    segmentor, prn, cfg = load_checkpoint_model(prn_checkpoint, "teacher")
     reference = PseudoLabeler(segmentor, prn, IMG_MEAN, IMG_STD, 0.5,
                               refine_min_confidence=cfg.prn.refine_min_confidence).eval()
     spec = load_model_spec(exported_model)

@@ -55,7 +55,9 @@ def test_prn_target_consistency_without_features_trains_evaluates_and_exports(sy
     from prnseg.serve.image_io import list_images, read_image
     from prnseg.serve.model_spec import PSEUDOLABELER_OUTPUTS, load_model_spec
     from prnseg.training.data.transforms import build_test_pipeline
-    from prnseg.training.evaluate import load_models, run_networks
+    from prnseg.training.evaluate import image_pseudo_labels
+    from prnseg.training.loading import load_checkpoint_model
+    from prnseg.training.prn_step import PRNStep
 
     out = tmp_path / "consistency"
     run_cli(*tiny_train_args(synth_root, out, mode="prn", iters=2,
@@ -74,10 +76,11 @@ def test_prn_target_consistency_without_features_trains_evaluates_and_exports(sy
     rgb = read_image(image_path)
     sess = ort.InferenceSession(str(spec.artefact_path("pseudolabeler")), providers=["CPUExecutionProvider"])
     o = dict(zip(PSEUDOLABELER_OUTPUTS, sess.run(None, {"image": rgb[None]})))
-    _, teacher, prn, _ = load_models(out / "last.pt", "teacher", "cpu")
-    r = run_networks(teacher, prn, rgb, build_test_pipeline(size=None), torch.device("cpu"), rgb.shape[:2])
+    teacher, prn, cfg = load_checkpoint_model(out / "last.pt", "teacher")
+    _, written = image_pseudo_labels(teacher, prn, PRNStep.from_config(cfg), rgb, build_test_pipeline(size=None),
+                                     torch.device("cpu"), rgb.shape[:2])
     assert o["noise_prob"].dtype == np.uint8                   # probability x 255, rounded
-    assert np.abs(o["noise_prob"][0] / 255.0 - r["noise_prob"].numpy()).max() < 0.6 / 255
+    assert np.abs(o["noise_prob"][0] / 255.0 - written.noise_prob.numpy()).max() < 0.6 / 255
 
 
 def test_training_never_reads_target_train_labels(synth_root, tmp_path):
@@ -159,13 +162,20 @@ def prn_checkpoint(synth_root, tmp_path_factory):
 
 def test_eval_prints_and_writes_metrics(synth_root, prn_checkpoint, tmp_path):
     js = tmp_path / "m.json"
-    proc = run_cli("eval", prn_checkpoint, "--data", synth_root / "cityscapes", "--json", js)
+    proc = run_cli("eval", prn_checkpoint, "--data", synth_root / "cityscapes", "--json", js,
+                   "--refine-sweep", "0,0.9,1.01")
     m = json.loads(js.read_text())
     assert 0.0 <= m["miou"] <= 1.0 and len(m["per_class_iou"]) == 19 and m["n_images"] == 4
     assert "mIoU (all)" in proc.stdout and "road" in proc.stdout
     pl = m["pseudo_labels"]
     assert {"raw", "refined", "noise_detector", "confidence_baseline"} <= set(pl)
     assert 0.0 <= pl["noise_detector"]["auroc"] <= 1.0
+    # the sweep writes with the same step: at the checkpoint's own threshold it is the written labels,
+    # at 0 the PRN's argmax, above 1 the teacher's
+    assert pl["rule"]["refine_min_confidence"] == 0.9
+    assert pl["written_at"]["0.9"]["miou"] == pl["refined"]["miou"]
+    assert pl["written_at"]["0"]["miou"] == pl["prn_argmax"]["miou"]
+    assert pl["written_at"]["1.01"]["miou"] == pl["raw"]["miou"] and pl["written_at"]["1.01"]["relabelled"] == 0
 
 
 def test_eval_errors_are_one_line(synth_root, prn_checkpoint, tmp_path):

@@ -3,8 +3,8 @@
 Images are resized to the config's test scale (keep ratio, as in training), padded to a
 multiple of 32, and the logits are resized back to each label's own resolution before the
 argmax, as DAFormer's whole-image test does. Pseudo-label quality scores the teacher's raw
-labels against the written ones (the pseudo-label rule of training/pseudo_labels.py), and the
-PRN's noise probability against the baseline detector ``1 - max softmax`` on the true error pixels.
+labels against the written ones (the PRN step of training/prn_step.py, as training and export
+write them), and the PRN's noise probability against the baseline detector ``1 - max softmax`` on the true error pixels.
 """
 
 from __future__ import annotations
@@ -13,15 +13,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dataclasses import replace
+
 from prnseg.errors import PrnsegError
 from prnseg.training.checkpoint import load_checkpoint
-from prnseg.training.config import Config, config_from_dict
 from prnseg.training.data.builder import build_eval_dataset, val_dataset_config
 from prnseg.training.data.transforms import build_test_pipeline
-from prnseg.training.metrics import ConfusionMatrix, PseudoLabelQuality
 from prnseg.training.distributed import select_device
-from prnseg.training.models.factory import create_model_from_config, create_prn_from_config
+from prnseg.training.loading import load_checkpoint_model
+from prnseg.training.metrics import ConfusionMatrix, PseudoLabelQuality
 from prnseg.training.models.segmentor import pad_to_multiple
+from prnseg.training.prn_step import PRNStep, PseudoLabels
 from prnseg.training.pseudo_labels import written_labels
 
 
@@ -42,16 +44,16 @@ def _to_label_size(t: torch.Tensor, size_hw, pad) -> torch.Tensor:
 
 @torch.no_grad()
 def run_networks(model, prn, rgb: np.ndarray, pipeline, device, out_hw=None, amp_dtype=None) -> dict:
-    """Logits (and PRN outputs when ``prn`` is given) at the label resolution for one image."""
+    """Logits (and, with ``prn``, the PRN's refined logits and noise logit: ``PRNStep.run``) at the
+    label resolution for one image, class axis first."""
     x = _prepare(rgb, pipeline, device)
     resized_hw = x.shape[-2:]
     xp, pad = pad_to_multiple(x, model.output_stride)
     ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else torch.autocast(device.type, enabled=False)
     with ctx:
         out = model(xp)
-        ref = noise = None
         if prn is not None:
-            ref, noise = prn([f.detach() for f in out.features], out.logits)
+            ref, noise = PRNStep.run(prn, out.features, out.logits)
     out_hw = out_hw or rgb.shape[:2]
 
     def full(t):
@@ -61,8 +63,15 @@ def run_networks(model, prn, rgb: np.ndarray, pipeline, device, out_hw=None, amp
     result = {"logits": full(out.logits)}
     if prn is not None:
         result["refined_logits"] = full(ref)
-        result["noise_prob"] = torch.sigmoid(full(noise))[0]
+        result["noise_logit"] = full(noise)
     return result
+
+
+def image_pseudo_labels(teacher, prn, step: PRNStep, rgb: np.ndarray, pipeline, device, out_hw=None,
+                        amp_dtype=None) -> tuple[dict, PseudoLabels]:
+    """:func:`run_networks`' maps and the labels and noise mask the PRN step writes from them (H x W)."""
+    r = run_networks(teacher, prn, rgb, pipeline, device, out_hw, amp_dtype)
+    return r, step.pseudo_labels(r["logits"], r["refined_logits"], r["noise_logit"], dim=0)
 
 
 def evaluate_segmentation(model, dataset, size, device, classes="all", max_images=0, progress=True,
@@ -82,81 +91,54 @@ def evaluate_segmentation(model, dataset, size, device, classes="all", max_image
     return result
 
 
-def evaluate_pseudo_labels(teacher, prn, dataset, size, device, noise_threshold=0.5, confidence_threshold=0.968,
-                           classes="all", max_images=0, progress=True, amp_dtype=None, use_refined_labels=True,
-                           refine_min_confidence=0.0, sweep=()) -> dict:
-    """Raw (teacher argmax) vs written (the pseudo-label rule's) pseudo-labels, the PRN's own
-    argmax, and both noise detectors on labelled images. ``sweep``: more ``refine_min_confidence``
-    values whose written labels are scored too (``written_at``), from the same forward passes."""
+def evaluate_pseudo_labels(teacher, prn, dataset, size, device, step: PRNStep, confidence_threshold=0.968,
+                           classes="all", max_images=0, progress=True, amp_dtype=None, sweep=()) -> dict:
+    """Raw (teacher argmax) vs written (``step``'s) pseudo-labels, the PRN's own argmax, and both
+    noise detectors on labelled images. ``sweep``: more ``refine_min_confidence`` values whose
+    written labels are scored too (``written_at``), from the same forward passes."""
     from tqdm import tqdm
 
     teacher.eval()
     prn.eval()
     pipeline = build_test_pipeline(size=size)
-    quality = PseudoLabelQuality(teacher.num_classes, noise_threshold=noise_threshold,
+    quality = PseudoLabelQuality(teacher.num_classes, noise_threshold=step.noise_threshold,
                                  confidence_threshold=confidence_threshold)
-    swept = {float(t): [ConfusionMatrix(teacher.num_classes), 0, 0] for t in sweep}
+    # per swept threshold: its step, the confusion matrix of its labels, [relabelled, pixels]
+    swept = {float(t): (replace(step, use_refined_labels=True, refine_min_confidence=float(t)),
+                        ConfusionMatrix(teacher.num_classes), [0, 0]) for t in sweep}
     relabelled = pixels = 0
     n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
     for i in tqdm(range(n), desc="pseudo-labels", unit="img", disable=not progress):
         rgb, gt = dataset.load_raw(i)
-        r = run_networks(teacher, prn, rgb, pipeline, device, gt.shape, amp_dtype)
+        r, written = image_pseudo_labels(teacher, prn, step, rgb, pipeline, device, gt.shape, amp_dtype)
         raw, conf, _ = written_labels(r["logits"], None, 0.0, dim=0)
-        refined_logits = r["refined_logits"] if use_refined_labels else None
-        label, _, replaced = written_labels(r["logits"], refined_logits, refine_min_confidence, dim=0)
-        relabelled, pixels = relabelled + int(replaced.sum()), pixels + replaced.numel()
-        quality.update(raw.cpu().numpy(), label.cpu().numpy(), gt, r["noise_prob"].cpu().numpy(),
+        relabelled, pixels = relabelled + int(written.replaced.sum()), pixels + written.replaced.numel()
+        quality.update(raw.cpu().numpy(), written.label.cpu().numpy(), gt, written.noise_prob.cpu().numpy(),
                        conf.cpu().numpy(), prn_label=r["refined_logits"].argmax(0).cpu().numpy())
-        for t, acc in swept.items():
-            lab_t, _, rep_t = written_labels(r["logits"], r["refined_logits"], t, dim=0)
-            acc[0].update(lab_t.cpu().numpy(), gt)
-            acc[1], acc[2] = acc[1] + int(rep_t.sum()), acc[2] + rep_t.numel()
+        for step_t, cm, counts in swept.values():
+            at_t = step_t.pseudo_labels(r["logits"], r["refined_logits"], r["noise_logit"], dim=0)
+            cm.update(at_t.label.cpu().numpy(), gt)
+            counts[0], counts[1] = counts[0] + int(at_t.replaced.sum()), counts[1] + at_t.replaced.numel()
     summary = quality.summary(classes)
     summary["n_images"] = n
-    summary["rule"] = {"use_refined_labels": bool(use_refined_labels),
-                       "refine_min_confidence": float(refine_min_confidence),
+    summary["rule"] = {"use_refined_labels": bool(step.use_refined_labels),
+                       "refine_min_confidence": float(step.refine_min_confidence),
                        "relabelled": relabelled / pixels if pixels else None}
     if swept:
-        summary["written_at"] = {f"{t:g}": {"miou": acc[0].miou(classes), "relabelled": acc[1] / max(acc[2], 1)}
-                                 for t, acc in swept.items()}
+        summary["written_at"] = {f"{t:g}": {"miou": cm.miou(classes), "relabelled": counts[0] / max(counts[1], 1)}
+                                 for t, (_, cm, counts) in swept.items()}
     return summary
-
-
-def _build_loaded(cfg: Config, state: dict, weights: str, device, path):
-    model = create_model_from_config(cfg.model, pretrained=False).to(device)
-    if weights == "teacher":
-        if "teacher" not in state:
-            raise PrnsegError(f"{path}: holds no EMA teacher (mode {cfg.uda.mode}); use --weights student")
-        sd = state["teacher"]["model"]
-    else:
-        sd = state["student"]
-    try:
-        model.load_state_dict(sd)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise PrnsegError(f"{path}: weights do not fit the model its config describes "
-                          f"({cfg.model.arch}/{cfg.model.head}): {first[:160]}") from None
-    return model.eval()
 
 
 def load_models(path, weights: str = "student", device="cpu", with_teacher: bool = False):
     """(config, segmenter with the chosen weights, PRN or None, teacher or None) from one read of
-    a training checkpoint; the teacher only with ``with_teacher`` and a PRN present."""
-    device = torch.device(device)
-    state = load_checkpoint(path, map_location=device)
-    cfg = config_from_dict(state["config"])
-    model = _build_loaded(cfg, state, weights, device, path)
-    prn = teacher = None
-    if cfg.uda.mode == "prn":
-        prn = create_prn_from_config(model, cfg.prn).to(device)
-        try:
-            prn.load_state_dict(state["prn"])
-        except (RuntimeError, KeyError) as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise PrnsegError(f"{path}: PRN weights do not fit its config: {first[:160]}") from None
-        prn.eval()
-        if with_teacher:
-            teacher = _build_loaded(cfg, state, "teacher", device, path)
+    a training checkpoint (:func:`load_checkpoint_model` twice); the teacher only with
+    ``with_teacher`` and a PRN present, as pseudo-label evaluation needs it."""
+    state = load_checkpoint(path, map_location=torch.device(device))
+    model, prn, cfg = load_checkpoint_model(path, weights, device, state=state)
+    teacher = None
+    if prn is not None and with_teacher:
+        teacher = load_checkpoint_model(path, "teacher", device, state=state).segmentor
     return cfg, model, prn, teacher
 
 
@@ -173,11 +155,8 @@ def evaluate_checkpoint(path, data_root, kind=None, split="val", weights="studen
                                                           max_images, progress)}
     if prn is not None:
         metrics["pseudo_labels"] = evaluate_pseudo_labels(teacher, prn, dataset, vcfg.size, device,
-                                                          cfg.prn.noise_threshold, cfg.uda.pseudo_threshold,
-                                                          classes, max_images, progress,
-                                                          use_refined_labels=cfg.prn.use_refined_labels,
-                                                          refine_min_confidence=cfg.prn.refine_min_confidence,
-                                                          sweep=sweep)
+                                                          PRNStep.from_config(cfg), cfg.uda.pseudo_threshold,
+                                                          classes, max_images, progress, sweep=sweep)
     return metrics
 
 
@@ -194,10 +173,9 @@ def evaluate_checkpoint_models(trainer, progress=False) -> dict:
                                     amp_dtype=trainer.amp_dtype)
     if trainer.prn is not None and trainer.teacher is not None:
         metrics["pseudo_labels"] = evaluate_pseudo_labels(
-            trainer.teacher.model, trainer.prn, ds, vcfg.size, trainer.device, cfg.prn.noise_threshold,
+            trainer.teacher.model, trainer.prn, ds, vcfg.size, trainer.device, trainer.prn_step,
             cfg.uda.pseudo_threshold, max_images=cfg.data.val_max_images, progress=progress,
-            amp_dtype=trainer.amp_dtype, use_refined_labels=cfg.prn.use_refined_labels,
-            refine_min_confidence=cfg.prn.refine_min_confidence)
+            amp_dtype=trainer.amp_dtype)
         trainer.prn.train()
     trainer.student.train()
     return metrics

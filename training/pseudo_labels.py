@@ -7,7 +7,8 @@ method as first specified); ``min_confidence > 1`` never replaces (the teacher's
 between trade the PRN's corrections against its mistakes, and the measured best is the default.
 
 The trainer (the student's target loss), evaluation, the exported ``pseudolabeler.onnx`` and the
-bench scripts all call :func:`written_labels`, so what is measured is what ships.
+bench scripts all reach :func:`written_labels` through the one PRN step
+(:class:`prnseg.training.prn_step.PRNStep`), so what is measured is what ships.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The UDA training loop: it builds the parts and orchestrates one iteration; each loss, the EMA
-teacher and the augmentations live in their own modules.
+teacher, the augmentations and the PRN's step (its losses and pseudo-labels: prn_step.py) live
+in their own modules.
 
 Modes (``uda.mode``):
 - ``source_only``: supervised on source, the lower bound;
@@ -16,7 +17,7 @@ import json
 import math
 import random
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,26 +28,24 @@ from torch.utils.data import DataLoader
 
 from prnseg.errors import ConfigError, PrnsegError
 from prnseg.training import distributed as dist_utils
-from prnseg.training.augment import consistency_view, strong_transform
-from prnseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from prnseg.training.augment import strong_transform
+from prnseg.training.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from prnseg.training.config import Config, save_config
 from prnseg.training.data.uda import ResumableSampler
 from prnseg.training.ema import EMATeacher
-from prnseg.training.fft_perturb import fft_perturb_logits, sample_eps
+from prnseg.training.loading import load_checkpoint_model
 from prnseg.training.losses import (
     ProjectionHead,
-    consistency_noise_loss,
     crop_pseudo_margins,
     feature_distance_loss,
     pixel_contrastive_loss,
-    prn_losses,
     pseudo_label_weight,
     seg_ce_loss,
 )
 from prnseg.training.mic import MaskingConsistency
 from prnseg.training.models.encoder import MiTEncoder
 from prnseg.training.models.factory import create_model_from_config, create_prn_from_config
-from prnseg.training.pseudo_labels import written_labels
+from prnseg.training.prn_step import PRNBatch, PRNStep, PseudoLabels
 from prnseg.training.schedule import lr_factor
 
 
@@ -96,6 +95,7 @@ class UDATrainer:
         self.amp_dtype = autocast_dtype(cfg.train.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.mode = cfg.uda.mode
+        self.prn_step = PRNStep.from_config(cfg)
         self._seed_everything(cfg.train.seed)
 
         self.student = create_model_from_config(cfg.model).to(self.device)
@@ -152,13 +152,16 @@ class UDATrainer:
         torch.manual_seed(seed)
 
     def _init_student_from(self, path: str) -> None:
-        state = load_checkpoint(path, map_location=self.device)
+        """Warm start: the checkpoint's student weights. Building its model draws initial weights
+        from the global RNG, which is restored after, so a warm-started run stays reproducible."""
+        with torch.random.fork_rng(devices=[]):
+            student = load_checkpoint_model(path, "student").segmentor
         try:
-            self.student.load_state_dict(state["student"])
+            self.student.load_state_dict(student.state_dict())
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
-            raise PrnsegError(f"{path}: train.init_from weights do not fit {self.cfg.model.arch}/"
-                              f"{self.cfg.model.head}: {first[:160]}") from None
+            raise CheckpointError(f"{path}: train.init_from weights do not fit {self.cfg.model.arch}/"
+                                  f"{self.cfg.model.head}: {first[:160]}") from None
 
     def _build_optimizer(self):
         cfg = self.cfg.optim
@@ -282,30 +285,44 @@ class UDATrainer:
         return torch.stack([it["img"] for it in items]), torch.stack([it["gt"] for it in items])
 
     def train_step(self, batch: dict) -> StepResult:
-        cfg, uda = self.cfg, self.cfg.uda
-        w = uda.loss_weights
+        """One iteration: each part adds its gradients (under DDP only the student's last backward
+        of the step all-reduces them) and its log terms, then the optimiser steps once."""
         lr = self._set_lr()
         self.student.train()
         if self.teacher is not None:
             self.teacher.update(self.step)
         self.optimizer.zero_grad(set_to_none=True)
-        src = batch["source"]
-        x_s = src["img"].to(self.device, non_blocking=True)
-        y_s = src["gt"].to(self.device, non_blocking=True)
-        log: dict[str, float] = {}
-        use_contrast = self.proj is not None
+        x_s = batch["source"]["img"].to(self.device, non_blocking=True)
+        y_s = batch["source"]["gt"].to(self.device, non_blocking=True)
         labeled = self._labeled_batch()
         if labeled is not None:
-            x_l, y_l = (t.to(self.device, non_blocking=True) for t in labeled)
-        # under DDP only the student's last backward of the step synchronises its gradients
+            labeled = tuple(t.to(self.device, non_blocking=True) for t in labeled)
+        log: dict[str, torch.Tensor] = {}
+        self._source_part(x_s, y_s, labeled, log)
+        if self.mode != "source_only":
+            x_t = batch["target"]["img"].to(self.device, non_blocking=True)
+            t_s, t_t, pseudo, conf = self._teacher_part(x_s, x_t)
+            noise_mask = None
+            if self.mode == "prn":
+                pseudo, conf, noise_mask = self._prn_part(x_s, y_s, x_t, t_s, t_t, labeled, pseudo, conf, log)
+            self._target_part(x_s, y_s, x_t, pseudo, conf, noise_mask, labeled, log)
+        if labeled is not None:
+            self._labeled_part(*labeled, log)
+        self._optimiser_part()
+        self.step += 1
+        return StepResult(losses=log, lr=lr)
+
+    def _sync_after(self, part: str, labeled) -> AbstractContextManager:
+        """No gradient all-reduce after ``part`` when a later part of the step still backpropagates
+        through the student: DDP must synchronise once, on the student's last backward."""
         later = {"source": self.mode != "source_only" or labeled is not None,
                  "target": self.mic is not None or labeled is not None, "mic": labeled is not None}
+        return dist_utils.no_sync(self.student_ddp) if later[part] else nullcontext()
 
-        def sync_after(term: str):
-            return dist_utils.no_sync(self.student_ddp) if later[term] else nullcontext()
-
-        # 1. supervised source loss (and source-side contrastive term)
-        with sync_after("source"):
+    def _source_part(self, x_s, y_s, labeled, log: dict) -> None:
+        """Supervised source CE, plus the ImageNet feature distance and the source contrastive term."""
+        uda, w = self.cfg.uda, self.cfg.uda.loss_weights
+        with self._sync_after("source", labeled):
             with self._autocast():
                 out_s = self.student_ddp(x_s)
                 loss_src = w.source * seg_ce_loss(out_s.logits, y_s, reduction_mode=uda.ce_reduction)
@@ -317,142 +334,117 @@ class UDATrainer:
                     loss_fd = feature_distance_loss(out_s.features[-1], imnet_feat, y_s, fdc.classes, fdc.scale_min_ratio)
                     loss = loss + w.feature_distance * loss_fd
                     log["feature_distance"] = loss_fd.detach()
-                if use_contrast:
+                if self.proj is not None:
                     loss_con_s = self._contrastive(out_s.decoder_features, y_s, y_s != 255)
                     loss = loss + w.contrastive * loss_con_s
                     log["contrast_src"] = loss_con_s.detach()
             self._backward(loss)
         log["source"] = loss_src.detach()
-        del out_s
 
-        if self.mode != "source_only":
-            tgt = batch["target"]
-            x_t = tgt["img"].to(self.device, non_blocking=True)
-            size = x_t.shape[-2:]
+    def _teacher_part(self, x_s, x_t):
+        """The teacher on the un-augmented target (and, for the PRN, the source) images: its outputs
+        and its own target pseudo-labels (label, confidence) at the crop size."""
+        with torch.no_grad(), self.teacher.pseudo_label_mode(), self._autocast():
+            t_t = self.teacher.model(x_t)
+            t_s = self.teacher.model(x_s) if self.mode == "prn" else None
+        probs = torch.softmax(F.interpolate(t_t.logits.float(), size=x_t.shape[-2:], mode="bilinear",
+                                            align_corners=False), 1)
+        conf, pseudo = probs.max(1)
+        return t_s, t_t, pseudo, conf
+
+    def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), self.teacher.pseudo_label_mode():
+            return self.teacher.model(x).logits.float()
+
+    def _prn_part(self, x_s, y_s, x_t, t_s, t_t, labeled, pseudo, conf, log: dict):
+        """Train the PRN (its losses: :class:`PRNStep`), then, from ``prn.start_iter`` on, let it
+        rewrite the target pseudo-labels and mask the pixels it finds noisy: (pseudo, conf, mask)."""
+        logits_t = t_t.logits.float()
+        source = PRNBatch(t_s.features, self.prn_step.perturb(t_s.logits.float(), logits_t, self.generator), y_s)
+        lab = None
+        if labeled is not None:
             with torch.no_grad(), self.teacher.pseudo_label_mode(), self._autocast():
-                t_t = self.teacher.model(x_t)
-                logits_t = t_t.logits.float()
-                if self.mode == "prn":
-                    t_s = self.teacher.model(x_s)
-            probs_raw = torch.softmax(F.interpolate(logits_t, size=size, mode="bilinear", align_corners=False), 1)
-            conf, pseudo = probs_raw.max(1)
-            noise_mask = None
+                t_l = self.teacher.model(labeled[0])
+            lab = PRNBatch(t_l.features, t_l.logits.float(), labeled[1])
+        with self._autocast():
+            prn_out = self.prn_step.losses(self.prn_ddp, source, target=PRNBatch(t_t.features, logits_t),
+                                           target_images=x_t, teacher=self._teacher_logits, labeled=lab,
+                                           generator=self.generator)
+        self._backward(prn_out.loss)
+        log.update(prn_out.terms)
+        log["noisy_frac"] = torch.zeros((), device=self.device)
+        log["relabelled_frac"] = torch.zeros((), device=self.device)
+        if self.step < self.cfg.prn.start_iter:
+            return pseudo, conf, None
+        written = self.prn_pseudo_labels(t_t.features, logits_t, x_t.shape[-2:], prn_out.target)
+        if self.prn_step.use_refined_labels:
+            pseudo, conf = written.label, written.confidence
+            log["relabelled_frac"] = written.replaced.float().mean()
+        log["noisy_frac"] = written.noise.float().mean()
+        return pseudo, conf, written.noise
 
-            if self.mode == "prn":
-                # 2. PRN on FFT-perturbed teacher source logits: target-like noise, known labels
-                eps = sample_eps(x_s.shape[0], cfg.prn.eps_low, cfg.prn.eps_high, generator=self.generator).to(self.device)
-                logits_s_pert = fft_perturb_logits(t_s.logits.float(), logits_t, eps)
-                feats_s = [f.detach() for f in t_s.features]
-                on_target = cfg.prn.noise_signal == "target_consistency"
-                prn_t = None
-                # one PRN pass over every chunk (one forward per backward under DDP): the perturbed
-                # source, the target (target_consistency) and the labelled target images
-                chunks = [(feats_s, logits_s_pert)]
-                if on_target:
-                    chunks.append(([f.detach() for f in t_t.features], logits_t))
-                if labeled is not None:
-                    with torch.no_grad(), self.teacher.pseudo_label_mode(), self._autocast():
-                        t_l = self.teacher.model(x_l)
-                    chunks.append(([f.detach() for f in t_l.features], t_l.logits.float()))
-                with self._autocast():
-                    ref, noise = self.prn_ddp([torch.cat(fs) for fs in zip(*(c[0] for c in chunks))],
-                                              torch.cat([c[1] for c in chunks]))
-                    parts = list(zip(ref.split([c[1].shape[0] for c in chunks]),
-                                     noise.split([c[1].shape[0] for c in chunks])))
-                    (ref_s, noise_s), rest = parts[0], parts[1:]
-                    if on_target:
-                        (ref_c, noise_c), rest = rest[0], rest[1:]
-                        prn_t = (ref_c.detach(), noise_c.detach())
-                        with torch.no_grad(), self.teacher.pseudo_label_mode():
-                            view = consistency_view(x_t, uda.jitter_strength, generator=self.generator)
-                            view_logits = self.teacher.model(view).logits.float().flip(-1)
-                        # the refine head still learns from the perturbed source; the noise head on the target
-                        prn_terms = {"ref": seg_ce_loss(ref_s, y_s, reduction_mode=uda.ce_reduction),
-                                     "noise": consistency_noise_loss(noise_c, logits_t, view_logits, size,
-                                                                     pos_weight=cfg.prn.noise_pos_weight)}
-                    else:
-                        prn_terms = prn_losses(ref_s, noise_s, logits_s_pert, y_s, pos_weight=cfg.prn.noise_pos_weight,
-                                               reduction_mode=uda.ce_reduction)
-                    loss_prn = w.prn_refine * prn_terms["ref"] + w.prn_noise * prn_terms["noise"]
-                    if labeled is not None:
-                        # the teacher's real target errors on human labels: the signal the PRN lacks elsewhere
-                        (ref_l, noise_l), = rest
-                        lab_terms = prn_losses(ref_l, noise_l, chunks[-1][1], y_l, pos_weight=cfg.prn.noise_pos_weight,
-                                               reduction_mode=uda.ce_reduction)
-                        loss_prn = loss_prn + w.prn_refine * lab_terms["ref"] + w.prn_noise * lab_terms["noise"]
-                        log["prn_ref_labeled"] = lab_terms["ref"].detach()
-                        log["prn_noise_labeled"] = lab_terms["noise"].detach()
-                self._backward(loss_prn)
-                log["prn_ref"] = prn_terms["ref"].detach()
-                log["prn_noise"] = prn_terms["noise"].detach()
-                # 3. refined target pseudo-labels and the noise mask (the teacher's own before start_iter)
-                log["noisy_frac"] = torch.zeros((), device=self.device)
-                log["relabelled_frac"] = torch.zeros((), device=self.device)
-                if self.step >= cfg.prn.start_iter:
-                    if prn_t is not None:
-                        ref_t, noise_t = prn_t
-                    else:
-                        prn_eval = dist_utils.unwrap(self.prn_ddp)
-                        with torch.no_grad(), self._autocast():
-                            ref_t, noise_t = prn_eval([f.detach() for f in t_t.features], logits_t)
-                    if cfg.prn.use_refined_labels:
-                        pseudo, conf, replaced = written_labels(
-                            F.interpolate(logits_t, size=size, mode="bilinear", align_corners=False),
-                            F.interpolate(ref_t.float(), size=size, mode="bilinear", align_corners=False),
-                            cfg.prn.refine_min_confidence)
-                        log["relabelled_frac"] = replaced.float().mean()
-                    noise_prob = torch.sigmoid(F.interpolate(noise_t.float(), size=size, mode="bilinear",
-                                                             align_corners=False))[:, 0]
-                    noise_mask = noise_prob >= cfg.prn.noise_threshold
-                    log["noisy_frac"] = noise_mask.float().mean()
+    def prn_pseudo_labels(self, features, logits, size, prn_outputs=None) -> PseudoLabels:
+        """The target pseudo-labels and noise mask the student learns from, at crop ``size``: the
+        PRN step on the teacher's (features, logits), or on PRN outputs the losses already computed
+        (``target_consistency``). The PRN keeps its training mode, as in the step it was trained in."""
+        if prn_outputs is None:
+            with torch.no_grad(), self._autocast():
+                prn_outputs = self.prn_step.run(dist_utils.unwrap(self.prn_ddp), features, logits)
+        return self.prn_step.pseudo_labels(
+            logits, *prn_outputs, resize=lambda t: F.interpolate(t.float(), size=size, mode="bilinear",
+                                                                   align_corners=False))
 
-            weight = pseudo_label_weight(conf, threshold=uda.pseudo_threshold, mode=uda.pseudo_weight_mode)
-            if noise_mask is not None:
-                weight = weight * (~noise_mask).float()
-            top, bottom, left, right = uda.pseudo_margins
-            weight = crop_pseudo_margins(weight, top=top, bottom=bottom, left=left, right=right)
-            log["pseudo_weight"] = weight.mean().detach()
-
-            # 4. ClassMix + colour jitter + blur, then the weighted target loss
-            mixed_img, mixed_lbl, mixed_w = strong_transform(
-                x_s, x_t, y_s, pseudo, weight, classmix_scope=uda.classmix_scope,
-                jitter_strength=uda.jitter_strength, jitter_apply_prob=uda.jitter_apply_prob,
-                blur_apply_prob=uda.blur_apply_prob, generator=self.generator)
-            with sync_after("target"):
-                with self._autocast():
-                    out_m = self.student_ddp(mixed_img)
-                    loss_tgt = w.target * seg_ce_loss(out_m.logits, mixed_lbl, weight=mixed_w,
-                                                      reduction_mode=uda.ce_reduction)
-                    loss = loss_tgt
-                    if use_contrast:  # source GT and refined target labels; noisy pixels (weight 0) left out
-                        loss_con_t = self._contrastive(out_m.decoder_features, mixed_lbl,
-                                                       (mixed_lbl != 255) & (mixed_w > 0))
-                        loss = loss + w.contrastive * loss_con_t
-                        log["contrast_tgt"] = loss_con_t.detach()
-                self._backward(loss)
-            log["target"] = loss_tgt.detach()
-            if self.mic is not None:   # 5. masked image consistency on the same pseudo-labels and weights
-                with sync_after("mic"):
-                    with self._autocast():
-                        loss_mic = w.mic * self.mic.loss(self.student_ddp, x_t, pseudo, weight, self.generator)
-                    self._backward(loss_mic)
-                log["mic"] = loss_mic.detach()
-
-        if labeled is not None:    # 6. the hand-labelled target images, supervised
+    def _target_part(self, x_s, y_s, x_t, pseudo, conf, noise_mask, labeled, log: dict) -> None:
+        """ClassMix + colour jitter + blur, then the confidence-weighted target CE (noisy pixels
+        weight 0), the target contrastive term and MIC on the same pseudo-labels and weights."""
+        uda, w = self.cfg.uda, self.cfg.uda.loss_weights
+        weight = pseudo_label_weight(conf, threshold=uda.pseudo_threshold, mode=uda.pseudo_weight_mode)
+        if noise_mask is not None:
+            weight = weight * (~noise_mask).float()
+        top, bottom, left, right = uda.pseudo_margins
+        weight = crop_pseudo_margins(weight, top=top, bottom=bottom, left=left, right=right)
+        log["pseudo_weight"] = weight.mean().detach()
+        mixed_img, mixed_lbl, mixed_w = strong_transform(
+            x_s, x_t, y_s, pseudo, weight, classmix_scope=uda.classmix_scope,
+            jitter_strength=uda.jitter_strength, jitter_apply_prob=uda.jitter_apply_prob,
+            blur_apply_prob=uda.blur_apply_prob, generator=self.generator)
+        with self._sync_after("target", labeled):
             with self._autocast():
-                out_l = self.student_ddp(x_l)
-                loss_lab = w.target_labeled * seg_ce_loss(out_l.logits, y_l, reduction_mode=uda.ce_reduction)
-            self._backward(loss_lab)
-            log["target_labeled"] = loss_lab.detach()
+                out_m = self.student_ddp(mixed_img)
+                loss_tgt = w.target * seg_ce_loss(out_m.logits, mixed_lbl, weight=mixed_w,
+                                                  reduction_mode=uda.ce_reduction)
+                loss = loss_tgt
+                if self.proj is not None:  # source GT and refined target labels; noisy pixels (weight 0) left out
+                    loss_con_t = self._contrastive(out_m.decoder_features, mixed_lbl,
+                                                   (mixed_lbl != 255) & (mixed_w > 0))
+                    loss = loss + w.contrastive * loss_con_t
+                    log["contrast_tgt"] = loss_con_t.detach()
+            self._backward(loss)
+        log["target"] = loss_tgt.detach()
+        if self.mic is not None:
+            with self._sync_after("mic", labeled):
+                with self._autocast():
+                    loss_mic = w.mic * self.mic.loss(self.student_ddp, x_t, pseudo, weight, self.generator)
+                self._backward(loss_mic)
+            log["mic"] = loss_mic.detach()
 
-        if cfg.optim.grad_clip > 0:
+    def _labeled_part(self, x_l, y_l, log: dict) -> None:
+        """The hand-labelled target images, supervised."""
+        with self._autocast():
+            out_l = self.student_ddp(x_l)
+            loss = self.cfg.uda.loss_weights.target_labeled * seg_ce_loss(out_l.logits, y_l,
+                                                                             reduction_mode=self.cfg.uda.ce_reduction)
+        self._backward(loss)
+        log["target_labeled"] = loss.detach()
+
+    def _optimiser_part(self) -> None:
+        """Clip (after unscaling fp16 gradients) and step; the scaler skips a step with inf gradients."""
+        if self.cfg.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.step += 1
-        return StepResult(losses=log, lr=lr)
 
     # ------------------------------------------------------------------- loop
     def fit(self) -> Path:
