@@ -211,6 +211,23 @@ def test_prn_without_features_reads_only_the_probabilities():
     assert not torch.allclose(changed[1], noise)                 # the probabilities do matter
 
 
+def test_prn_max_softmax_prior_starts_as_one_minus_confidence_and_learns_a_correction():
+    model = create_model("tiny", num_classes=6).eval()
+    prn = create_prn(model, channels=16, noise_prior="max_softmax").train()
+    feats, logits = _teacher_outputs(model, torch.randn(2, 3, 64, 96))
+    logits = logits * 5
+    refined, noise = prn(feats, logits)
+    top = torch.softmax(logits, 1).amax(1, keepdim=True)
+    assert torch.allclose(torch.sigmoid(noise), 1 - top, atol=1e-5)    # the teacher's confidence, exactly
+    assert torch.allclose(refined, logits)
+    target = (torch.rand_like(noise) > 0.5).float()                      # and the head can move it
+    F.binary_cross_entropy_with_logits(noise, target).backward()
+    assert prn.noise_head.weight.grad.abs().sum() > 0 and prn.prior_scale.grad is not None
+    with pytest.raises(ValueError, match="noise_prior must be one of none, max_softmax"):
+        create_prn(model, noise_prior="entropy")
+    assert not hasattr(create_prn(model), "prior_scale")                # the method's PRN is unchanged
+
+
 def test_prn_input_validation():
     prn = PRN([16, 32, 64, 128], num_classes=4, channels=8)
     feats = [torch.randn(1, c, 16 // s, 16 // s) for c, s in zip([16, 32, 64, 128], [1, 2, 4, 8])]

@@ -98,6 +98,10 @@ class PRNConfig:
     # the image is flipped, colour-jittered and blurred (a label-free proxy of the teacher's errors
     # in the domain it will be used on; costs one more teacher forward per step).
     noise_signal: str = "source_fft"
+    # Where the noise logit starts: "none" (the method: the noise head's output alone) or
+    # "max_softmax" (logit(1 - the teacher's top probability) plus the head's zero-initialised
+    # output, so the mask starts as good at ranking errors as confidence and learns a correction)
+    noise_prior: str = "none"
 
 
 @dataclass
@@ -211,6 +215,7 @@ CHOICES = {
     "uda.ce_reduction": ("all_pixels", "valid_pixels"),
     "model.head": ("daformer", "segformer"),
     "prn.noise_signal": ("source_fft", "target_consistency"),
+    "prn.noise_prior": ("none", "max_softmax"),
     "model.arch": ("tiny", "mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5"),
     "train.amp": ("auto", "bf16", "fp16", "none"),
 }

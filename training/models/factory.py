@@ -50,13 +50,14 @@ def create_model_from_config(model_cfg, pretrained: bool = True) -> Segmentor:
                         head_channels=model_cfg.head_channels or None, drop_path_rate=model_cfg.drop_path_rate)
 
 
-def create_prn(segmentor: Segmentor, channels: int = 64, num_blocks: int = 2, use_features: bool = True) -> PRN:
+def create_prn(segmentor: Segmentor, channels: int = 64, num_blocks: int = 2, use_features: bool = True,
+               noise_prior: str = "none") -> PRN:
     """A PRN sized for ``segmentor``'s encoder channels and class count."""
     return PRN(segmentor.encoder.out_channels, num_classes=segmentor.num_classes, channels=channels,
-               num_blocks=num_blocks, use_features=use_features)
+               num_blocks=num_blocks, use_features=use_features, noise_prior=noise_prior)
 
 
 def create_prn_from_config(segmentor: Segmentor, prn_cfg) -> PRN:
     """The PRN a config's ``prn`` section describes (what training, eval and export must all build)."""
     return create_prn(segmentor, channels=prn_cfg.channels, num_blocks=prn_cfg.num_blocks,
-                      use_features=prn_cfg.use_features)
+                      use_features=prn_cfg.use_features, noise_prior=prn_cfg.noise_prior)

@@ -16,6 +16,11 @@ from torch import nn
 from .decoders import ConvBNReLU, embed_to_first_level
 
 
+#: What the noise head's logit starts from: "none" (its own output alone, the method) or
+#: "max_softmax" (logit(1 - the input's top probability) plus a zero-initialised residual)
+NOISE_PRIORS = ("none", "max_softmax")
+
+
 class PRN(nn.Module):
     """Light decoder over (features, softmax(logits)) with a residual-logit head and a noise head.
 
@@ -25,7 +30,7 @@ class PRN(nn.Module):
     """
 
     def __init__(self, feature_channels: Sequence[int], num_classes: int = 19, channels: int = 64,
-                 num_blocks: int = 2, use_features: bool = True):
+                 num_blocks: int = 2, use_features: bool = True, noise_prior: str = "none"):
         super().__init__()
         if num_blocks < 1:
             raise ValueError(f"PRN needs num_blocks >= 1, got {num_blocks}")
@@ -41,6 +46,15 @@ class PRN(nn.Module):
         nn.init.zeros_(self.refine_head.weight)
         nn.init.zeros_(self.refine_head.bias)
         self.noise_head = nn.Conv2d(channels, 1, 1)
+        if noise_prior not in NOISE_PRIORS:
+            raise ValueError(f"PRN noise_prior must be one of {', '.join(NOISE_PRIORS)}, got {noise_prior!r}")
+        self.noise_prior = noise_prior
+        if noise_prior == "max_softmax":
+            # the noise logit starts as logit(1 - max softmax): an untrained head ranks errors exactly
+            # as the teacher's confidence does, and training moves it only where its signal says so
+            nn.init.zeros_(self.noise_head.weight)
+            nn.init.zeros_(self.noise_head.bias)
+            self.prior_scale = nn.Parameter(torch.ones(1))
 
     def forward(self, features: Sequence[torch.Tensor], logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (refined logits B x C x H4 x W4, noise logit B x 1 x H4 x W4) at the stride-4 feature size.
@@ -60,4 +74,8 @@ class PRN(nn.Module):
         probs = torch.softmax(logits.float(), dim=1).to((levels or features)[0].dtype)
         h = self.blocks(torch.cat([*levels, probs], dim=1))
         refined = logits + self.refine_head(h).to(logits.dtype)
-        return refined, self.noise_head(h)
+        noise = self.noise_head(h)
+        if self.noise_prior == "max_softmax":
+            top = probs.float().amax(dim=1, keepdim=True).clamp(1e-6, 1 - 1e-6)
+            noise = noise + (self.prior_scale * (torch.log1p(-top) - torch.log(top))).to(noise.dtype)
+        return refined, noise
