@@ -1,10 +1,11 @@
 """Adaptation benchmark on the built-in synthetic benchmark, over seeds.
 
 For every seed, trains each mode (``source_only``, ``self_training``, ``prn``, ``oracle``; each a
-real ``prnseg train`` process), evaluates it on the target val split and on held-out source images
-with ``prnseg eval``, and prints one table of means ± std over the seeds: target val mIoU, source
-mIoU, raw vs refined pseudo-label mIoU, noise-mask AUROC next to the max-softmax baseline, median
-step time, peak memory and wall time. Then the significance of each difference (a gain only when
+``prnseg.api.train`` call in its own fresh interpreter, ``prnseg.api.run_isolated``), evaluates it
+on the target val split and on held-out source images with ``prnseg.api.evaluate``, and prints
+one table of means ± std over the seeds: target val mIoU, source mIoU, raw vs refined
+pseudo-label mIoU, noise-mask AUROC next to the max-softmax baseline, median step time, peak
+memory and wall time. Then the significance of each difference (a gain only when
 the mean of the per-seed differences exceeds twice their std), the benchmark's calibration
 figures, and per-class IoU of source-only, self-training and the oracle.
 
@@ -21,20 +22,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from prnseg.atomic import atomic_write_text
+from prnseg.formatting import pct
 
 MODES = ("source_only", "self_training", "prn", "oracle", "self_training_mic", "prn_mic", "prn_prior")
 ADAPT_MODES = ("self_training", "prn", "self_training_mic", "prn_mic", "prn_prior")
 # a bench mode -> (uda.mode, extra overrides); the *_mic modes add masked image consistency (uda.mic),
 # prn_prior starts the noise head from the teacher's max-softmax (prn.noise_prior)
-MODE_SETS = {"self_training_mic": ("self_training", ["uda.mic.enabled=true"]),
-             "prn_mic": ("prn", ["uda.mic.enabled=true"]),
-             "prn_prior": ("prn", ["prn.noise_prior=max_softmax"])}
+MODE_SETS = {"self_training_mic": ("self_training", {"uda.mic.enabled": True}),
+             "prn_mic": ("prn", {"uda.mic.enabled": True}),
+             "prn_prior": ("prn", {"prn.noise_prior": "max_softmax"})}
 METRICS = ("target_miou", "source_val_miou", "pl_raw_miou", "pl_refined_miou", "noise_auroc", "softmax_auroc",
            "teacher_miou", "step_s", "peak_rss_mb", "wall_s")
 # (mode, baseline): the differences the table judges
@@ -48,13 +50,22 @@ README_BEGIN = "<!-- adaptation-results:begin (written by bench/adaptation.py --
 README_END = "<!-- adaptation-results:end -->"
 
 
-def sh(args: list[str]) -> None:
-    print("$ prnseg " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "prnseg", *args], check=True)
+def say(text: str) -> None:
+    print(f"$ {text}", flush=True)
 
 
-def ensure_benchmark(root: Path, synth_args: list[str], version: int | None = None) -> None:
-    """Write the synthetic benchmark at ``root`` unless a complete one of ``version`` is there.
+def isolated(function: str, *args, **kwargs):
+    """``prnseg.api.<function>`` in a fresh interpreter, as each ``prnseg`` process was: this
+    script's process stays small (no torch), so a run's ``peak_rss_mb`` (the child's ru_maxrss,
+    which starts from its parent's high-water mark) is its own, and no run inherits another's state."""
+    from prnseg import api
+
+    return api.run_isolated(function, *args, **kwargs)
+
+
+def ensure_benchmark(root: Path, synth: dict, version: int | None = None) -> None:
+    """Write the synthetic benchmark at ``root`` (``synth``: :func:`prnseg.api.synth` options such
+    as ``source``, ``target``, ``val``, ``size``, ``seed``) unless a complete one of ``version`` is there.
 
     A benchmark from another generator version (or an interrupted one) is written again: its
     numbers would not be comparable with this version's.
@@ -62,10 +73,10 @@ def ensure_benchmark(root: Path, synth_args: list[str], version: int | None = No
     from prnseg.training.data.synthetic import SYNTH_VERSION
 
     version = SYNTH_VERSION if version is None else int(version)
-    synth_args = [*synth_args, "--version", str(version)]
     marker = root / "synth.json"
     if not marker.exists():
-        sh(["synth", str(root), *synth_args])
+        say(f"synth {root} {synth} version {version}")
+        isolated("synth", root, version=version, **synth)
         return
     try:
         meta = json.loads(marker.read_text())
@@ -75,7 +86,7 @@ def ensure_benchmark(root: Path, synth_args: list[str], version: int | None = No
         return
     print(f"{root}: not a complete benchmark of generator version {version} "
           f"(found version {meta.get('version')}, complete={meta.get('complete')}); writing it again", flush=True)
-    sh(["synth", str(root), *synth_args, "--overwrite"])
+    isolated("synth", root, version=version, overwrite=True, **synth)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,10 +157,6 @@ def calibration(runs: list[dict], summary: dict) -> dict:
 # report
 # ----------------------------------------------------------------------------------------------
 
-def _pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.1f}"
-
-
 def _ms(s: dict | None, scale: float = 100.0, digits: int = 1) -> str:
     if s is None:
         return "-"
@@ -211,7 +218,7 @@ def report(doc: dict) -> str:
         lines += ["", "Per-class IoU on target val (mean over the seeds):", "",
                   "| class | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
         for cls in next(iter(pc.values())):
-            lines.append(f"| {cls} | " + " | ".join(_pct(pc[m].get(cls)) for m in modes) + " |")
+            lines.append(f"| {cls} | " + " | ".join(pct(pc[m].get(cls), missing="-") for m in modes) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -235,10 +242,7 @@ def finish(doc: dict) -> dict:
 
 
 def write_json(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
 def update_readme(readme: Path, text: str, begin: str = README_BEGIN, end: str = README_END) -> None:
@@ -248,47 +252,55 @@ def update_readme(readme: Path, text: str, begin: str = README_BEGIN, end: str =
         raise SystemExit(f"{readme}: has no '{begin}' ... '{end}' markers; add them where the results belong")
     head, rest = body.split(begin, 1)
     _, tail = rest.split(end, 1)
-    tmp = readme.with_name(f".{readme.name}.tmp")
-    tmp.write_text(head + begin + "\n" + text + end + tail)
-    os.replace(tmp, readme)
+    atomic_write_text(readme, head + begin + "\n" + text + end + tail)
 
 
 # ----------------------------------------------------------------------------------------------
 # runs
 # ----------------------------------------------------------------------------------------------
 
+def evaluate(ckpt: Path, data: Path, json_path: Path, **options) -> dict:
+    say(f"eval {ckpt} on {data}{''.join(f' {k}={v}' for k, v in options.items())} -> {json_path}")
+    return isolated("evaluate", ckpt, data, json_path=json_path, progress=False, **options)
+
+
+def run_config(mode: str, seed: int, args, data: Path, out: Path):
+    """The checked training config of one run: the mode's settings, then ``--set``, ``--iters`` and
+    the warm start."""
+    from prnseg import api
+
+    source_root, kind = (data / "cityscapes", "cityscapes") if mode == "oracle" else (data / "gta", None)
+    uda_mode, extra = MODE_SETS.get(mode, ("source_only" if mode == "oracle" else mode, {}))
+    values = {"data.source.root": source_root, "data.target.root": data / "cityscapes", "uda.mode": uda_mode,
+              "train.seed": seed, "train.threads": args.threads, "train.eval_every": 0, **extra}
+    if kind:      # the oracle reads the target train split with its labels, at the source's resize
+        values["data.source.kind"] = kind
+    cfg = api.override(api.load_config(args.config, values), args.overrides)
+    iters = args.adapt_iters if mode in ADAPT_MODES and args.adapt_iters else args.iters
+    if iters:
+        cfg.train.iters = iters
+    if args.warm_start and mode in ADAPT_MODES:
+        same_seed = out / f"seed{seed}" / "source_only" / "last.pt"
+        cfg.train.init_from = str(same_seed if args.warm_start == "source_only" else Path(args.warm_start))
+    return cfg
+
+
 def run_one(mode: str, seed: int, args, data: Path, held_out: Path, out: Path) -> dict:
     run_dir = out / f"seed{seed}" / mode
     done = run_dir / "run.json"
     if done.exists():
         return json.loads(done.read_text())
-    source_root, kind = (data / "cityscapes", "cityscapes") if mode == "oracle" else (data / "gta", None)
-    uda_mode, extra = MODE_SETS.get(mode, ("source_only" if mode == "oracle" else mode, []))
-    sets = [f"data.source.root={source_root}", f"data.target.root={data / 'cityscapes'}",
-            f"uda.mode={uda_mode}", f"train.seed={seed}", f"train.threads={args.threads}", "train.eval_every=0",
-            *extra]
-    if kind:      # the oracle reads the target train split with its labels, at the source's resize
-        sets += [f"data.source.kind={kind}"]
-    sets += args.overrides
-    iters = args.adapt_iters if mode in ADAPT_MODES and args.adapt_iters else args.iters
-    if iters:
-        sets.append(f"train.iters={iters}")
-    if args.warm_start and mode in ADAPT_MODES:
-        ckpt = out / f"seed{seed}" / "source_only" / "last.pt" if args.warm_start == "source_only" else Path(args.warm_start)
-        sets.append(f"train.init_from={ckpt}")
-    train = ["train", "--config", args.config, "--out", str(run_dir), *[a for s in sets for a in ("--set", s)]]
-    if (run_dir / "last.pt").exists():
-        train.append("--resume")
+    cfg = run_config(mode, seed, args, data, out)
+    resume = (run_dir / "last.pt").exists()
     t0 = time.perf_counter()
-    sh(train)
+    say(f"train {mode} (config {cfg.name}, uda.mode={cfg.uda.mode}, seed {seed}, {cfg.train.iters} iterations"
+        f"{', resuming' if resume else ''}) -> {run_dir}")
+    isolated("train", cfg, run_dir, resume=resume)
     wall = time.perf_counter() - t0
     summary = json.loads((run_dir / "summary.json").read_text())
-    ckpt = str(run_dir / "last.pt")
-    sh(["eval", ckpt, "--data", str(data / "cityscapes"), "--json", str(run_dir / "eval.json"), "--no-progress"])
-    m = json.loads((run_dir / "eval.json").read_text())
-    sh(["eval", ckpt, "--data", str(held_out / "gta"), "--kind", "gta", "--split", "all",
-        "--json", str(run_dir / "eval_source.json"), "--no-progress"])
-    src = json.loads((run_dir / "eval_source.json").read_text())
+    ckpt = run_dir / "last.pt"
+    m = evaluate(ckpt, data / "cityscapes", run_dir / "eval.json")
+    src = evaluate(ckpt, held_out / "gta", run_dir / "eval_source.json", kind="gta", split="all")
     row = {"mode": mode, "seed": seed, "iters": summary.get("step"), "target_miou": m["miou"],
            "source_val_miou": src["miou"], "step_s": summary.get("median_step_seconds"),
            "peak_rss_mb": summary.get("peak_rss_mb"), "wall_s": wall, "per_class_iou": m["per_class_iou"]}
@@ -297,9 +309,8 @@ def run_one(mode: str, seed: int, args, data: Path, held_out: Path, out: Path) -
         row.update(pl_raw_miou=pl["raw"]["miou"], pl_refined_miou=pl["refined"]["miou"],
                    noise_auroc=pl["noise_detector"]["auroc"], softmax_auroc=pl["confidence_baseline"]["auroc"])
     if mode in ADAPT_MODES:
-        sh(["eval", ckpt, "--data", str(data / "cityscapes"), "--weights", "teacher",
-            "--json", str(run_dir / "eval_teacher.json"), "--no-progress"])
-        row["teacher_miou"] = json.loads((run_dir / "eval_teacher.json").read_text())["miou"]
+        row["teacher_miou"] = evaluate(ckpt, data / "cityscapes", run_dir / "eval_teacher.json",
+                                       weights="teacher")["miou"]
     write_json(done, row)
     return row
 
@@ -319,7 +330,8 @@ def parse_args(argv=None):
                     help="comma list of source_only, self_training, prn, oracle (target-trained upper bound), "
                          "self_training_mic, prn_mic (the same with masked image consistency), "
                          "prn_prior (prn with prn.noise_prior=max_softmax)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides for every mode")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    help="extra config overrides for every mode")
     ap.add_argument("--holdout-images", type=int, default=100, metavar="N",
                     help="held-out source images the source mIoU is measured on (default 100)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = default)")
@@ -363,9 +375,9 @@ def main(argv=None) -> int:
         modes.insert(0, "source_only")     # the warm start of the adaptation modes
     json_path = Path(args.json) if args.json else out / "adaptation.json"
 
-    ensure_benchmark(data, ["--seed", "0"], args.version)
+    ensure_benchmark(data, {"seed": 0}, args.version)
     held_out = out / "source_holdout"
-    ensure_benchmark(held_out, ["--seed", "1", "--source", str(args.holdout_images), "--target", "1", "--val", "0"], args.version)
+    ensure_benchmark(held_out, {"seed": 1, "source": args.holdout_images, "target": 1, "val": 0}, args.version)
     meta = json.loads((data / "synth.json").read_text())
     command = "python bench/adaptation.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
                                                                                   else sys.argv[1:]))

@@ -84,7 +84,7 @@ def main() -> int:
     from prnseg.export.exporter import parse_size
     from prnseg.export.graphs import PSEUDOLABELER_OUTPUT_ORDER, PseudoLabeler
     from prnseg.export.onnx_export import count_layernorm_modules, export_pseudolabeler
-    from prnseg.serve.model_spec import Bucket, ModelSpec
+    from prnseg.model_spec import Bucket, ModelSpec
     from prnseg.training.data.synthetic import render_scene
     from prnseg.training.data.transforms import IMG_MEAN, IMG_STD
     from prnseg.training.models.factory import create_model, create_prn

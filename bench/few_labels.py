@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shlex
 import sys
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from adaptation import mean_std, sh, significance, update_readme, write_json  # noqa: E402
+from adaptation import evaluate, isolated, mean_std, say, significance, update_readme, write_json  # noqa: E402
 
 STRATEGIES = ("suggest", "random")
 METRICS = ("target_miou", "pl_raw_miou", "pl_written_miou", "noise_auroc", "softmax_auroc", "wall_s")
@@ -51,11 +52,20 @@ def suggested(seed: int, k_max: int, args, data: Path, out: Path) -> list[str]:
     ckpt = out / f"seed{seed}" / "prn" / "last.pt"
     if not ckpt.exists():
         raise SystemExit(f"{ckpt}: not found; run bench/adaptation.py --out {out} --seeds {seed} --modes prn first")
+    from prnseg import api
+
     model = base / "model"
     if not (model / "model.json").exists():
-        sh(["export", str(ckpt), "--out", str(model), "--overwrite", "--no-progress"])
-    sh(["label", str(data / "cityscapes" / "leftImg8bit" / "train"), "--model", str(model),
-        "--out", str(base / "label"), "--save", "noise_prob,raw", "--suggest", str(k_max), "--no-progress"])
+        say(f"export {ckpt} -> {model}")
+        isolated("export", ckpt, model, overwrite=True, progress=False)
+    images = data / "cityscapes" / "leftImg8bit" / "train"
+    say(f"label {images} with {model}, suggest {k_max} -> {base / 'label'}")
+    report = api.label(api.LabelOptions(input_dir=images, out_dir=base / "label", model_dir=model,
+                                        workers=min(4, os.cpu_count() or 1), save=("noise_prob", "raw"),
+                                        progress=False), suggest=k_max)
+    if report["counts"]["failed"]:
+        raise SystemExit(f"{base / 'label'}: {report['counts']['failed']} images failed to label (see its "
+                         "failures.jsonl); fix the cause and run again")
     return queue.read_text().splitlines()
 
 
@@ -73,18 +83,20 @@ def run_one(seed: int, k: int, strategy: str, listed: list[str], args, data: Pat
     run_dir.mkdir(parents=True, exist_ok=True)
     lst = run_dir / "labelled.txt"
     lst.write_text("".join(f"{p}\n" for p in listed))
-    sets = [f"data.source.root={data / 'gta'}", f"data.target.root={data / 'cityscapes'}", "uda.mode=prn",
-            f"train.seed={seed}", f"train.threads={args.threads}", "train.eval_every=0",
-            f"train.iters={args.adapt_iters}", f"train.init_from={out / f'seed{seed}' / 'source_only' / 'last.pt'}",
-            f"data.target_labeled.root={data / 'cityscapes'}", f"data.target_labeled.list={lst}", *args.overrides]
-    train = ["train", "--config", args.config, "--out", str(run_dir), *[a for s in sets for a in ("--set", s)]]
-    if (run_dir / "last.pt").exists():
-        train.append("--resume")
+    from prnseg import api
+
+    cfg = api.override(api.load_config(args.config, {
+        "data.source.root": data / "gta", "data.target.root": data / "cityscapes", "uda.mode": "prn",
+        "train.seed": seed, "train.threads": args.threads, "train.eval_every": 0, "train.iters": args.adapt_iters,
+        "train.init_from": out / f"seed{seed}" / "source_only" / "last.pt",
+        "data.target_labeled.root": data / "cityscapes", "data.target_labeled.list": lst}), args.overrides)
+    resume = (run_dir / "last.pt").exists()
     t0 = time.perf_counter()
-    sh(train)
+    say(f"train prn with {k} labelled target images ({strategy}, seed {seed}{', resuming' if resume else ''}) "
+        f"-> {run_dir}")
+    isolated("train", cfg, run_dir, resume=resume)   # a fresh interpreter per run, as adaptation.py's runs
     wall = time.perf_counter() - t0
-    sh(["eval", str(run_dir / "last.pt"), "--data", str(data / "cityscapes"), "--json", str(run_dir / "eval.json"),
-        "--no-progress"])
+    evaluate(run_dir / "last.pt", data / "cityscapes", run_dir / "eval.json")
     return write_row(done, eval_row(run_dir / "eval.json", seed, k, strategy, wall))
 
 
@@ -217,7 +229,8 @@ def main(argv=None) -> int:
         queue = suggested(seed, max(ks), args, data, out) if "suggest" in strategies else []
         for k in ks:
             for strategy in strategies:
-                doc["runs"].append(run_one(seed, k, strategy, chosen(strategy, seed, k, queue, images), args, data, out))
+                picked = chosen(strategy, seed, k, queue, images)
+                doc["runs"].append(run_one(seed, k, strategy, picked, args, data, out))
                 write_json(json_path, summarise(doc))
     text = report(summarise(doc))
     write_json(json_path, doc)

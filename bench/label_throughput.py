@@ -37,22 +37,18 @@ import numpy as np
 
 
 def _built_model(work: Path, arch: str) -> Path:
-    import subprocess
-    import sys
-
-    from prnseg.export import export_model
-    from prnseg.training.data.synthetic import write_benchmark
+    from prnseg import api
 
     root = work / "synth"
-    write_benchmark(root, n_source=6, n_target=4, n_val=2, size=(256, 128), seed=0, workers=1, progress=False,
-                    overwrite=True)
-    sets = [f"data.source.root={root / 'gta'}", f"data.target.root={root / 'cityscapes'}",
-            "data.source.size=[128,256]", "data.target.size=[128,256]", "data.val.size=[128,256]",
-            "data.crop=[128,128]", "data.workers=0", "train.iters=2", "train.eval_every=0", "prn.start_iter=1",
-            f"model.arch={arch}"]
-    subprocess.run([sys.executable, "-m", "prnseg", "train", "--config", "synthetic", "--out", str(work / "run"),
-                    "--no-progress", *[a for s in sets for a in ("--set", s)]], check=True, capture_output=True)
-    return export_model(work / "run" / "last.pt", work / "model", sizes=["128x256"], max_batch=8, progress=False)
+    api.synth(root, source=6, target=4, val=2, size=(128, 256), seed=0, workers=1, progress=False, overwrite=True,
+              verbose=False)
+    cfg = api.load_config("synthetic", {
+        "data.source.root": root / "gta", "data.target.root": root / "cityscapes", "data.source.size": [128, 256],
+        "data.target.size": [128, 256], "data.val.size": [128, 256], "data.crop": [128, 128], "data.workers": 0,
+        "train.iters": 2, "train.eval_every": 0, "prn.start_iter": 1, "model.arch": arch})
+    run = api.train(cfg, work / "run", progress=False, verbose=False)
+    return api.export(run.checkpoint, work / "model", sizes=["128x256"], max_batch=8, progress=False,
+                      verbose=False).model_dir
 
 
 def _images(folder: Path, n: int, hw: tuple[int, int]) -> list[np.ndarray]:
@@ -78,7 +74,8 @@ def _stage_costs(files: list[Path], out_root: Path, bare_rate: float, threads: i
     """CPU milliseconds per image of the stages that share the cores with inference, each timed
     alone on this machine: PNG decode of the inputs and file creation (temp file, write, rename)
     on the output file system, next to the inference CPU time the bare Predictor spends."""
-    from prnseg.serve.image_io import atomic_write_bytes, read_image
+    from prnseg.atomic import atomic_write_bytes
+    from prnseg.image_io import read_image
 
     def cpu_ms(fn, n: int) -> float:
         t0 = time.thread_time()
@@ -123,10 +120,11 @@ def main() -> int:
     out_root = Path(tempfile.mkdtemp(prefix="prnseg-label-out-", dir=args.out_root)) if args.out_root else work
     try:
         model = Path(args.model) if args.model else _built_model(work, args.arch)
-        from prnseg.serve.model_spec import load_model_spec
+        from prnseg.model_spec import load_model_spec
+        from prnseg.sizes import parse_hw
 
         bucket = load_model_spec(model).buckets[0]
-        hw = tuple(int(v) for v in args.size.lower().split("x")) if args.size else (bucket.height, bucket.width)
+        hw = parse_hw(args.size, "--size") if args.size else (bucket.height, bucket.width)
         folder = work / "images"
         arrays = _images(folder, args.images, hw)
         save = tuple(s for s in args.save.split(",") if s and s != "none")
@@ -167,7 +165,8 @@ def main() -> int:
             "images_per_s": {k: [round(x, 2) for x in v] for k, v in rates.items()},
             "best": {k: round(v, 2) for k, v in best.items()},
             "ratio_pipeline_vs_bare": round(best["pipeline"] / baseline, 3),
-            "ratio_median_of_pairs": round(float(np.median([q / b for q, b in zip(rates["pipeline"], rates["bare"])])), 3),
+            "ratio_median_of_pairs": round(float(np.median([q / b for q, b in zip(rates["pipeline"],
+                                                                                 rates["bare"])])), 3),
             "pipeline_stage_s": reports[-1].get("stage_s"),
         }
         n_files = len(opts.subdirs)

@@ -169,7 +169,8 @@ def train_variant(variant, teacher, cfg, iters, seed, lr):
                 xs = fft_perturb_logits(xs, xt, sample_eps(n, 0.01, 0.09, generator=g))
             out_s, out_t = teacher(xs), teacher(xt)
         eps = sample_eps(n, cfg.prn.eps_low, cfg.prn.eps_high, generator=g)
-        z = out_s.logits if parts & {"no_perturb", "target_labels"} else fft_perturb_logits(out_s.logits, out_t.logits, eps)
+        z = (out_s.logits if parts & {"no_perturb", "target_labels"}
+             else fft_perturb_logits(out_s.logits, out_t.logits, eps))
         feats = out_s.features
         if "feature_fft" in parts:
             feats = [fft_perturb_logits(fs, ft, eps) for fs, ft in zip(out_s.features, out_t.features)]
@@ -192,7 +193,7 @@ def train_variant(variant, teacher, cfg, iters, seed, lr):
 
 def score_rectified(teacher, protos, cfg, data_root, n_images) -> float:
     """mIoU of the prototype-rectified labels themselves on the labelled target split."""
-    from prnseg.training.metrics import ConfusionMatrix
+    from prnseg.metrics import ConfusionMatrix
 
     vcfg = val_dataset_config(cfg)
     ds = build_eval_dataset(vcfg.kind, data_root, vcfg.split)

@@ -62,9 +62,9 @@ def main() -> int:
     from prnseg.training.config import load_config
     from prnseg.training.trainer import UDATrainer
 
-    cfg = load_config("gta2cityscapes", [f"model.arch={args.arch}", f"model.head={args.head}", f"uda.mode={args.mode}",
-                                         f"train.batch_size={args.batch}", f"train.amp={args.amp}",
-                                         f"train.device={args.device}", "prn.start_iter=0"])
+    cfg = load_config("gta2cityscapes", {"model.arch": args.arch, "model.head": args.head, "uda.mode": args.mode,
+                                         "train.batch_size": args.batch, "train.amp": args.amp,
+                                         "train.device": args.device, "prn.start_iter": 0})
     trainer = UDATrainer(cfg, "/dev/null", progress=False)
     dev = trainer.device
     b, c = args.batch, args.crop

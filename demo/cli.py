@@ -13,8 +13,11 @@ import sys
 from pathlib import Path
 
 from prnseg.checks import check_model_dir
+from prnseg.defaults import default_of
 from prnseg.demo import QUICKSTART_MODEL_DIR
+from prnseg.demo.uploads import DEFAULT_MAX_PIXELS
 from prnseg.errors import PrnsegError
+from prnseg.serve.predictor import BACKENDS, PRECISIONS, Predictor
 
 
 class DemoError(PrnsegError):
@@ -31,12 +34,15 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--auth", default=None, metavar="USER:PASS",
                         help="require this user name and password (a login page in front of the demo)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"),
-                        help="runtime for the model (default auto: TensorRT engine if one fits, else ONNX Runtime)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16"), help="default fp32")
-    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                        help="refuse uploads larger than N pixels (default 16000000)")
+    parser.add_argument("--backend", default=default_of(Predictor, "backend"), choices=BACKENDS,
+                        help="runtime for the model (default %(default)s; auto: TensorRT engine if one fits, else "
+                             "ONNX Runtime)")
+    parser.add_argument("--device", default=default_of(Predictor, "device"),
+                        help="auto | cpu | cuda | cuda:N (default %(default)s)")
+    parser.add_argument("--precision", default=default_of(Predictor, "precision"), choices=PRECISIONS,
+                        help="default %(default)s")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help="refuse uploads larger than N pixels (default %(default)s)")
 
 
 def resolve_model_dir(model: Path | None) -> Path:
@@ -93,10 +99,9 @@ def run_demo(args: argparse.Namespace) -> int:
         from prnseg.demo import app as demo_app
     except ImportError as exc:
         raise DemoError(f"the demo needs Gradio ({exc}); install it with pip install 'prnseg[demo]'") from None
-    max_pixels = args.max_pixels if args.max_pixels is not None else demo_app.DEFAULT_MAX_PIXELS
-    if max_pixels <= 0:
-        raise DemoError(f"--max-pixels {max_pixels} must be positive")
-    app = demo_app.build_app(model_dir, max_pixels=max_pixels, backend=args.backend, device=args.device,
+    if args.max_pixels <= 0:
+        raise DemoError(f"--max-pixels {args.max_pixels} must be positive")
+    app = demo_app.build_app(model_dir, max_pixels=args.max_pixels, backend=args.backend, device=args.device,
                              precision=args.precision)
     core = app.prnseg_core
     print(f"prnseg demo: model {model_dir} on {core.predictor.provider}", flush=True)

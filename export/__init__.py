@@ -5,6 +5,15 @@
 
 from __future__ import annotations
 
+#: ``export_model``'s defaults, here (torch-free) so that ``prnseg export --help`` and the Python API
+#: read the same values without importing torch.
+WEIGHTS = ("auto", "teacher", "student")
+DEFAULT_WEIGHTS = "auto"
+DEFAULT_MAX_BATCH = 8
+DEFAULT_CALIB_IMAGES = 8
+MIN_OPSET = 17
+DEFAULT_OPSET = 17
+
 
 def __getattr__(name: str):
     if name in ("export_model", "ExportError", "ParityGateError", "parse_size"):

@@ -20,21 +20,22 @@ from pathlib import Path
 import torch
 
 from prnseg import __version__
+from prnseg.atomic import atomic_write_text
 from prnseg.errors import PrnsegError
+from prnseg.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
+from prnseg.model_spec import FORMAT, FORMAT_VERSION, MODEL_JSON, PSEUDOLABELER_OUTPUTS, load_model_spec, safe_name
 from prnseg.sizes import parse_hw
-from prnseg.serve.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
-from prnseg.serve.model_spec import FORMAT, FORMAT_VERSION, MODEL_JSON, PSEUDOLABELER_OUTPUTS, load_model_spec, safe_name
 from prnseg.training.checkpoint import file_sha256, load_checkpoint
+from prnseg.training.config import shipped_configs
 from prnseg.training.data.transforms import IMG_MEAN, IMG_STD
 from prnseg.training.loading import checkpoint_weights, load_checkpoint_model
 
+from . import DEFAULT_CALIB_IMAGES, DEFAULT_MAX_BATCH, DEFAULT_OPSET, DEFAULT_WEIGHTS, MIN_OPSET
 from . import onnx_export
 from .graphs import PRNGraph, PseudoLabeler, SegmenterGraph
 from .parity import load_calibration, run_parity
 
 STRIDE = 32
-MIN_OPSET = 17
-DEFAULT_OPSET = 17
 
 
 class ExportError(PrnsegError):
@@ -157,9 +158,10 @@ class _Job:
     overwrite: bool
 
 
-def export_model(checkpoint, out_dir, *, weights: str = "auto", sizes=None, max_batch: int = 8, fp16: bool = False,
-                 tensorrt: bool = False, triton: bool = False, calib_dir=None, progress: bool = True,
-                 opset: int = DEFAULT_OPSET, overwrite: bool = False, calib_images: int = 8) -> Path:
+def export_model(checkpoint, out_dir, *, weights: str = DEFAULT_WEIGHTS, sizes=None,
+                 max_batch: int = DEFAULT_MAX_BATCH, fp16: bool = False, tensorrt: bool = False, triton: bool = False,
+                 calib_dir=None, progress: bool = True, opset: int = DEFAULT_OPSET, overwrite: bool = False,
+                 calib_images: int = DEFAULT_CALIB_IMAGES) -> Path:
     """Export ``checkpoint`` into ``out_dir`` and gate it on parity; returns ``out_dir``.
 
     ``weights="auto"`` takes the EMA teacher when the checkpoint has one (it makes the
@@ -262,7 +264,7 @@ def _engine_runners(spec, entries: list[dict]) -> dict:
     """The TensorRT plans as parity runners (one runner over all buckets per precision)."""
     if not entries:
         return {}
-    from prnseg.serve.model_spec import Bucket
+    from prnseg.model_spec import Bucket
     from prnseg.serve.trt_runtime import TensorRTRunner
 
     runners = {}
@@ -273,9 +275,7 @@ def _engine_runners(spec, entries: list[dict]) -> dict:
 
 
 def _write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
 def _model_doc(job: _Job, files: dict[str, Path]) -> dict:
@@ -283,7 +283,8 @@ def _model_doc(job: _Job, files: dict[str, Path]) -> dict:
     artefacts = {key: _artefact(path, "fp16" if key.endswith("_fp16") else "fp32", job.opset)
                  for key, path in files.items()}
     num_classes = cfg.model.num_classes
-    classes = list(CITYSCAPES_CLASSES) if num_classes == len(CITYSCAPES_CLASSES) else [str(i) for i in range(num_classes)]
+    classes = (list(CITYSCAPES_CLASSES) if num_classes == len(CITYSCAPES_CLASSES)
+               else [str(i) for i in range(num_classes)])
     palette = [list(map(int, c)) for c in CITYSCAPES_PALETTE[:num_classes]]
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "name": safe_name(job.out.resolve().name),
@@ -293,7 +294,7 @@ def _model_doc(job: _Job, files: dict[str, Path]) -> dict:
                   "mean": list(IMG_MEAN), "std": list(IMG_STD),
                   "buckets": [{"height": h, "width": w} for h, w in job.buckets],
                   "max_batch": job.max_batch, "dynamic": {"batch": True, "height_width": "any multiple of 32"},
-                  "resize": "keep-ratio fit + bottom/right pad with mean colour; see serve/model_spec.py"},
+                  "resize": "keep-ratio fit + bottom/right pad with mean colour; see prnseg/model_spec.py"},
         "outputs": {name: {"dtype": "uint8", "shape": ["N", "H", "W"], "meaning": meaning}
                     for name, meaning in PSEUDOLABELER_OUTPUTS.items()},
         "noise": {"source": "prn" if job.prn is not None else "confidence",
@@ -306,6 +307,7 @@ def _model_doc(job: _Job, files: dict[str, Path]) -> dict:
         "precision": ["fp32", "fp16"] if "pseudolabeler_fp16" in files else ["fp32"],
         "producer": _versions(),
         "checkpoint": {"file": job.checkpoint.name, "sha256": file_sha256(job.checkpoint), "weights": job.weights,
-                       "iteration": int(job.state.get("step", 0)), "config": cfg.name, "arch": cfg.model.arch,
+                       "iteration": int(job.state.get("step", 0)), "config": cfg.name,
+                       "config_shipped": cfg.name in shipped_configs(), "arch": cfg.model.arch,
                        "head": cfg.model.head, "mode": cfg.uda.mode},
     }

@@ -75,5 +75,6 @@ def convert_pseudolabeler_fp16(src: Path, dst: Path, layernorms: int) -> Path:
     check_onnx(dst, " after fp16 conversion")
     found = op_counts(converted).get("LayerNormalization", 0)
     if found != layernorms:
-        raise OnnxExportError(f"{dst.name}: {found} LayerNormalization nodes after fp16 conversion, expected {layernorms}")
+        raise OnnxExportError(f"{dst.name}: {found} LayerNormalization nodes after fp16 conversion, "
+                              f"expected {layernorms}")
     return dst

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from prnseg.errors import PrnsegError
-from prnseg.serve.image_io import list_images, read_image
-from prnseg.serve.model_spec import ModelSpec
-from prnseg.training.metrics import ConfusionMatrix
+from prnseg.image_io import list_images, read_image
+from prnseg.metrics import ConfusionMatrix
+from prnseg.model_spec import ModelSpec
 from prnseg.training.prn_step import PRNStep
 
 from .graphs import FEATURE_NAMES, PSEUDOLABELER_OUTPUT_ORDER, PseudoLabeler

@@ -21,6 +21,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+from prnseg.atomic import atomic_write_bytes
 from prnseg.errors import PrnsegError
 
 from .fp16 import FP16_SCOPE
@@ -79,13 +80,6 @@ def engine_metadata(file: str, bucket, max_batch: int, precision: str, version: 
             "gpu": gpu, "source": source, "strongly_typed": strongly_typed}
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def _keep_fp32(trt, network) -> int:
     """TensorRT 10 with the FP16 flag: pin LayerNorm, softmax and every layer outside the encoder
     to fp32 (the same split as the fp16 ONNX). Returns the number of layers pinned."""
@@ -130,7 +124,8 @@ def build_engines(onnx_files: dict[str, Path], out_dir: Path, buckets, max_batch
     cc, gpu = _gpu()
     source = engine_source(fp16, major)
     if source not in onnx_files:
-        raise TensorRTBuildError(f"TensorRT {version} builds fp16 plans from pseudolabeler_fp16.onnx; export with --fp16")
+        raise TensorRTBuildError(f"TensorRT {version} builds fp16 plans from pseudolabeler_fp16.onnx; "
+                                 "export with --fp16")
     precision = "fp16" if fp16 else "fp32"
     cache_path = Path(timing_cache) if timing_cache else default_timing_cache(version, cc)
     logger = trt.Logger(trt.Logger.WARNING)
@@ -165,9 +160,9 @@ def build_engines(onnx_files: dict[str, Path], out_dir: Path, buckets, max_batch
                                      "TensorRT log above)")
         name = plan_name(bucket, precision)
         plan = bytes(plan)
-        _atomic_write(Path(out_dir) / name, plan)
+        atomic_write_bytes(Path(out_dir) / name, plan)
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(cache_path, bytes(config.get_timing_cache().serialize()))
+        atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
         entries.append(engine_metadata(name, bucket, max_batch, precision, version, cc, gpu,
                                        onnx_files[source].name, strongly_typed, plan))
     return entries

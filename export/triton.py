@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from prnseg.errors import PrnsegError
-from prnseg.serve.model_spec import PSEUDOLABELER_OUTPUTS, safe_name
+from prnseg.model_spec import PSEUDOLABELER_OUTPUTS, safe_name
 
 TRITON_DIR = "triton"
 MAX_QUEUE_DELAY_US = 100
@@ -38,7 +38,8 @@ def model_names(name: str, buckets: list[tuple[int, int]]) -> list[str]:
 def config_text(model: str, platform: str, bucket: tuple[int, int], max_batch: int, gpu: bool) -> str:
     h, w = bucket
     outputs = ",\n".join(
-        f'  {{\n    name: "{o}"\n    data_type: TYPE_UINT8\n    dims: [ {h}, {w} ]\n  }}' for o in PSEUDOLABELER_OUTPUTS)
+        f'  {{\n    name: "{o}"\n    data_type: TYPE_UINT8\n    dims: [ {h}, {w} ]\n  }}'
+        for o in PSEUDOLABELER_OUTPUTS)
     preferred = ", ".join(map(str, preferred_batch_sizes(max_batch)))
     text = (
         f'name: "{model}"\n'

@@ -20,7 +20,8 @@ def check_checkpoint(path, option: str = "CHECKPOINT") -> Path:
                               "prnseg train wrote (e.g. runs/x/last.pt)")
         if (p / "last.pt").is_file():
             raise PrnsegError(f"{p}: a folder; pass the checkpoint inside it: {p / 'last.pt'}")
-        raise PrnsegError(f"{p}: a folder, not a checkpoint; pass the .pt file prnseg train wrote (e.g. runs/x/last.pt)")
+        raise PrnsegError(f"{p}: a folder, not a checkpoint; pass the .pt file prnseg train wrote "
+                          "(e.g. runs/x/last.pt)")
     if not p.exists():
         raise PrnsegError(f"{p}: checkpoint not found ({option}); pass the .pt file prnseg train wrote "
                           "(e.g. runs/x/last.pt)")

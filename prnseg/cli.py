@@ -13,19 +13,23 @@ import importlib
 import sys
 
 from prnseg import __version__
-from prnseg.errors import PrnsegError
+from prnseg.errors import PrnsegError, debug_enabled, print_debug_traceback
 
 # mode -> (module implementing it, one-line help). A mode is listed only once it works.
 MODES: dict[str, tuple[str, str]] = {
     "quickstart": ("prnseg.quickstart", "start here: the main job end to end on the synthetic benchmark (synth, adapt, "
                                         "export, label, report)"),
-    "synth": ("prnseg.training.data.synth_cli", "write the synthetic domain-shift benchmark (GTA5 + Cityscapes layouts)"),
+    "synth": ("prnseg.training.data.synth_cli",
+              "write the synthetic domain-shift benchmark (GTA5 + Cityscapes layouts)"),
     "train": ("prnseg.training.train_cli", "adapt a segmenter: source_only, self_training or prn (the full method)"),
-    "eval": ("prnseg.training.train_cli", "score a checkpoint on a labelled split (mIoU, per-class IoU, pseudo-label quality)"),
+    "eval": ("prnseg.training.train_cli",
+             "score a checkpoint on a labelled split (mIoU, per-class IoU, pseudo-label quality)"),
     "export": ("prnseg.export.cli", "export a checkpoint to ONNX (+ fp16, TensorRT, Triton) with a parity gate"),
-    "label": ("prnseg.serve.label_cli", "pseudo-label a folder of images: refined labels, noise masks, confidence (resumable)"),
+    "label": ("prnseg.serve.label_cli",
+              "pseudo-label a folder of images: refined labels, noise masks, confidence (resumable)"),
     "demo": ("prnseg.demo.cli", "serve the Gradio web demo of an exported model on localhost"),
-    "bench": ("prnseg.bench", "measure every inference backend (speed, parity) and the training step cost on this machine"),
+    "bench": ("prnseg.bench",
+              "measure every inference backend (speed, parity) and the training step cost on this machine"),
 }
 
 
@@ -57,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(run(args) or 0)
     except PrnsegError as exc:
+        if debug_enabled():  # PRNSEG_DEBUG=1: the traceback behind the one-line error
+            print_debug_traceback(exc)
         print(f"prnseg {args.mode}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,9 +3,10 @@
 synth -> source-only warm-up -> PRN adaptation -> eval (before / after) -> export (parity gate)
 -> ``prnseg label`` on the target train folder with its labels as ``--gt`` -> a report.
 
-Every stage runs through the same code path as its own ``prnseg MODE`` and leaves a marker when it
-is complete, so Ctrl-C (or a crash) followed by the same command resumes: a finished stage is
-skipped, training continues from its last checkpoint, labelling skips finished images. The plan
+Every stage calls the :mod:`prnseg.api` function its own ``prnseg MODE`` calls, with a typed config
+or options object (never CLI strings), and leaves a marker when it is complete, so Ctrl-C (or a
+crash) followed by the same command resumes: a finished stage is skipped, training continues from
+its last checkpoint, labelling skips finished images. The plan
 (image counts, iterations) is fixed in ``OUT/quickstart.json`` on the first run so a resumed run
 trains exactly what the first one planned.
 """
@@ -13,8 +14,6 @@ trains exactly what the first one planned.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import sys
@@ -22,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from prnseg.devices import resolve_device
 from prnseg.errors import PrnsegError
 
 DEFAULT_OUT = "prnseg-quickstart"
@@ -101,32 +101,6 @@ def make_plan(budget_minutes: float, device: str) -> Plan:
                 prn_start_iter=max(1, prn // 10), label_batch=8 if device.startswith("cuda") else 4)
 
 
-class _DropNext(io.TextIOBase):
-    """A stdout that drops the ``next:`` lines of the stages: the quickstart prints its own."""
-
-    def __init__(self, stream):
-        self.stream, self.pending = stream, ""
-
-    def write(self, text: str) -> int:
-        *lines, self.pending = (self.pending + text).split("\n")
-        for line in lines:
-            if not line.startswith("next: "):
-                self.stream.write(line + "\n")
-        return len(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-
-@contextlib.contextmanager
-def _without_next_lines():
-    drop = _DropNext(sys.stdout)
-    with contextlib.redirect_stdout(drop):
-        yield
-    if drop.pending and not drop.pending.startswith("next: "):
-        drop.stream.write(drop.pending)
-
-
 class Quickstart:
     def __init__(self, out: Path, plan: Plan, progress: bool):
         self.out, self.plan, self.progress = out, plan, progress
@@ -148,23 +122,12 @@ class Quickstart:
 
     def _mark(self, name: str, seconds: float) -> None:
         """Mark stage ``name`` complete; stages that run again on resume add their seconds."""
-        from prnseg.serve.image_io import atomic_write_bytes
+        from prnseg.atomic import atomic_write_bytes
 
         path = self._done(name)
         if path.exists():
             seconds += json.loads(path.read_text()).get("seconds", 0.0)
         atomic_write_bytes(path, (json.dumps({"seconds": seconds}) + "\n").encode())
-
-    def _run_mode(self, mode: str, argv: list[str]) -> None:
-        """Run one ``prnseg MODE`` in-process through its own parser; errors stop the quickstart."""
-        from prnseg.cli import build_parser, _entry
-
-        args = build_parser().parse_args([mode, *argv])
-        with _without_next_lines():
-            rc = int(_entry(mode, "run_{}", "run")(args) or 0)
-        if rc != 0:
-            raise PrnsegError(f"stage 'prnseg {mode}' exited with status {rc}; fix the cause above and run "
-                              "the same quickstart command again to resume")
 
     # ---------------------------------------------------------------- stages
     def synth(self) -> None:
@@ -173,52 +136,58 @@ class Quickstart:
         if self._done("synth").exists():
             print(f"  done already: {self.data}")
             return
-        from prnseg.training.data.synthetic import write_benchmark
+        from prnseg import api
 
-        h, w = self.plan.size_hw
         t0 = time.perf_counter()
-        write_benchmark(self.data, self.plan.n_source, self.plan.n_target, self.plan.n_val, size=(w, h), seed=0,
-                        workers=min(2, os.cpu_count() or 1), progress=self.progress, overwrite=True)
+        api.synth(self.data, source=self.plan.n_source, target=self.plan.n_target, val=self.plan.n_val,
+                  size=self.plan.size_hw, seed=0, workers=min(2, os.cpu_count() or 1), progress=self.progress,
+                  overwrite=True, verbose=False)
         self._mark("synth", time.perf_counter() - t0)
 
-    def _train(self, name: str, mode: str, iters: int, extra: list[str]) -> Path:
+    def config(self, mode: str, iters: int):
+        """The ``synthetic`` config on this quickstart's data, sizes and device (a checked Config)."""
+        from prnseg import api
+
+        h, w = self.plan.size_hw
+        cfg = api.load_config("synthetic")
+        cfg.data.source.root, cfg.data.target.root = str(self.data / "gta"), str(self.data / "cityscapes")
+        for split in (cfg.data.source, cfg.data.target, cfg.data.val):
+            split.size = [h, w]
+        cfg.data.crop = [self.plan.crop, self.plan.crop]
+        cfg.uda.mode = mode
+        cfg.train.iters, cfg.train.eval_every = iters, 0
+        cfg.train.checkpoint_every = self.plan.checkpoint_every
+        cfg.train.device = self.plan.device
+        return cfg
+
+    def _train(self, name: str, cfg) -> Path:
+        from prnseg import api
+
         run = self.runs / name
         ckpt = run / "last.pt"
         if self._done(f"train_{name}").exists():
             print(f"  done already: {ckpt}")
             return ckpt
-        h, w = self.plan.size_hw
-        sets = [f"data.source.root={self.data / 'gta'}", f"data.target.root={self.data / 'cityscapes'}",
-                *(f"data.{d}.size=[{h},{w}]" for d in ("source", "target", "val")),
-                f"data.crop=[{self.plan.crop},{self.plan.crop}]",
-                f"uda.mode={mode}", f"train.iters={iters}", "train.eval_every=0",
-                f"train.checkpoint_every={self.plan.checkpoint_every}", f"train.device={self.plan.device}", *extra]
-        argv = ["--config", "synthetic", "--out", str(run)]
-        for s in sets:
-            argv += ["--set", s]
-        if ckpt.exists():
-            argv.append("--resume")
-        if not self.progress:
-            argv.append("--no-progress")
         t0 = time.perf_counter()
-        self._run_mode("train", argv)
+        api.train(cfg, run, resume=ckpt.exists(), progress=self.progress)
         self._mark(f"train_{name}", time.perf_counter() - t0)
         return ckpt
 
     def train_source_only(self) -> Path:
         self._stage(2, f"source-only warm-up ({self.plan.source_only_iters} iterations)")
-        return self._train("source_only", "source_only", self.plan.source_only_iters, [])
+        return self._train("source_only", self.config("source_only", self.plan.source_only_iters))
 
     def train_prn(self, init_from: Path) -> Path:
         self._stage(3, f"adaptation with the PRN ({self.plan.prn_iters} iterations, warm-started)")
-        return self._train("prn", "prn", self.plan.prn_iters,
-                           [f"train.init_from={init_from}", f"prn.start_iter={self.plan.prn_start_iter}",
-                            f"prn.use_refined_labels={str(self.plan.use_refined_labels).lower()}"])
+        cfg = self.config("prn", self.plan.prn_iters)
+        cfg.train.init_from = str(init_from)
+        cfg.prn.start_iter = self.plan.prn_start_iter
+        cfg.prn.use_refined_labels = self.plan.use_refined_labels
+        return self._train("prn", cfg)
 
     def evaluate(self, source_ckpt: Path, prn_ckpt: Path) -> dict:
         self._stage(4, "evaluate on the target val split, before and after adaptation")
-        from prnseg.serve.image_io import atomic_write_bytes
-        from prnseg.training.evaluate import evaluate_checkpoint
+        from prnseg import api
 
         result = {}
         t0 = time.perf_counter()
@@ -227,9 +196,8 @@ class Quickstart:
             if path.exists():
                 result[name] = json.loads(path.read_text())
             else:
-                result[name] = evaluate_checkpoint(ckpt, self.data / "cityscapes", split="val",
-                                                   device=self.plan.device, progress=self.progress)
-                atomic_write_bytes(path, (json.dumps(result[name], indent=2) + "\n").encode())
+                result[name] = api.evaluate(ckpt, self.data / "cityscapes", split="val", device=self.plan.device,
+                                            json_path=path, progress=self.progress, verbose=False)
             print(f"  {name:<12} target val mIoU {100 * result[name]['miou']:.1f}")
         self._mark("eval", time.perf_counter() - t0)
         return result
@@ -239,22 +207,29 @@ class Quickstart:
         if self._done("export").exists() and (self.model / "model.json").exists():
             print(f"  done already: {self.model}")
             return
+        from prnseg import api
+
         t0 = time.perf_counter()
-        self._run_mode("export", [str(prn_ckpt), "--out", str(self.model), "--overwrite"])
+        api.export(prn_ckpt, self.model, overwrite=True)
         self._mark("export", time.perf_counter() - t0)
 
     def label(self) -> dict:
         self._stage(6, "pseudo-label the target train folder (labels only used to score the result)")
-        images = self.data / "cityscapes" / "leftImg8bit" / "train"
-        argv = [str(images), "--model", str(self.model), "--out", str(self.labels),
-                "--gt", str(self.data / "cityscapes" / "gtFine" / "train"), "--batch", str(self.plan.label_batch),
-                "--save", "color,raw,confidence"]
-        if not self.progress:
-            argv.append("--no-progress")
+        from prnseg import api
+
+        cs = self.data / "cityscapes"
+        opts = api.LabelOptions(input_dir=cs / "leftImg8bit" / "train", out_dir=self.labels, model_dir=self.model,
+                                gt_dir=cs / "gtFine" / "train", batch=self.plan.label_batch,
+                                workers=min(4, os.cpu_count() or 1), save=("color", "raw", "confidence"),
+                                progress=self.progress)
         t0 = time.perf_counter()
-        self._run_mode("label", argv)
+        report = api.label(opts)
+        if report["counts"]["failed"]:
+            raise PrnsegError(f"stage 'label': {report['counts']['failed']} image(s) failed (see "
+                              f"{self.labels / 'failures.jsonl'}); fix the cause above and run the same quickstart "
+                              "command again to resume")
         self._mark("label", time.perf_counter() - t0)
-        return json.loads((self.labels / "report.json").read_text())
+        return report
 
     def command(self) -> str:
         """The command that resumes this quickstart."""
@@ -282,7 +257,7 @@ class Quickstart:
     # ---------------------------------------------------------------- report
     def report(self, evals: dict, label_report: dict, seconds: float) -> dict:
         self._stage(7, "report")
-        from prnseg.serve.image_io import atomic_write_bytes
+        from prnseg.atomic import atomic_write_bytes
 
         gt = label_report.get("gt") or {}
         before, after = evals["source_only"]["miou"], evals["prn"]["miou"]
@@ -314,8 +289,7 @@ class Quickstart:
         }
         atomic_write_bytes(self.out / REPORT_FILE, (json.dumps(rep, indent=2) + "\n").encode())
 
-        def pct(v):
-            return "n/a" if v is None else f"{100 * v:.1f}"
+        from prnseg.formatting import pct
 
         print(f"  target val mIoU      source-only {pct(before)}  ->  adapted (PRN) {pct(after)}"
               f"   ({'+' if after >= before else ''}{100 * (after - before):.1f})")
@@ -353,7 +327,7 @@ def _mismatch(plan: Plan, device: str, budget: float | None, tiny: bool, refine_
 
 def _load_or_make_plan(out: Path, budget: float | None, device: str, restart: bool, tiny: bool,
                        refine_labels: bool) -> Plan:
-    from prnseg.serve.image_io import atomic_write_bytes
+    from prnseg.atomic import atomic_write_bytes
 
     path = out / PLAN_FILE
     if path.exists() and not restart:
@@ -393,40 +367,22 @@ def check_out(out: Path) -> None:
         raise PrnsegError(f"{out}: cannot write there ({probe_dir} is not writable); choose another --out")
 
 
-def resolve_device(spec: str | None) -> str:
-    """``auto`` -> cuda when PyTorch sees a GPU, else cpu; a GPU asked for but absent is an error."""
-    import torch
-
-    spec = (spec or "auto").strip().lower()
-    if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    from prnseg.serve.predictor import BackendError, parse_device
-
-    try:
-        kind, index = parse_device(spec)
-    except BackendError:
-        raise PrnsegError(f"--device {spec!r}: use auto, cpu, cuda or cuda:N") from None
-    if kind == "cpu":
-        return "cpu"
-    if not torch.cuda.is_available():
-        raise PrnsegError(f"--device {spec}: PyTorch sees no CUDA GPU on this machine; use --device cpu (or auto)")
-    if index >= torch.cuda.device_count():
-        raise PrnsegError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s); "
-                          f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")
-    return "cuda" if index == 0 else f"cuda:{index}"
+class QuickstartInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the quickstart; the command that resumes it was printed."""
 
 
-def run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if args.budget_minutes is not None and args.tiny:
+def quickstart(out: Path, *, budget_minutes: float | None = None, device: str | None = None, restart: bool = False,
+               refine_labels: bool = False, tiny: bool = False, progress: bool = True) -> dict:
+    """The quickstart in ``out`` (:func:`prnseg.api.quickstart`); returns the report."""
+    out = Path(out)
+    if budget_minutes is not None and tiny:
         raise PrnsegError("--tiny has a fixed plan; drop --budget-minutes (or --tiny)")
-    if args.budget_minutes is not None and args.budget_minutes < 2:
-        raise PrnsegError(f"--budget-minutes {args.budget_minutes:g} is too small; the quickstart needs at least 2")
+    if budget_minutes is not None and budget_minutes < 2:
+        raise PrnsegError(f"--budget-minutes {budget_minutes:g} is too small; the quickstart needs at least 2")
     check_out(out)
-    device = resolve_device(args.device)
-    plan = _load_or_make_plan(out, args.budget_minutes, device, args.restart, args.tiny,
-                              args.refine_labels)
-    qs = Quickstart(out, plan, progress=not args.no_progress)
+    device = resolve_device(device).short    # cpu, cuda, cuda:N: the form the plan records
+    plan = _load_or_make_plan(out, budget_minutes, device, restart, tiny, refine_labels)
+    qs = Quickstart(out, plan, progress=progress)
     try:
         qs.synth()
         so = qs.train_source_only()
@@ -437,6 +393,16 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted; run the same command again to resume from here ({qs.command()})",
               file=sys.stderr)
+        raise QuickstartInterrupted from None
+    return qs.report(evals, label_report, qs.elapsed())
+
+
+def run(args: argparse.Namespace) -> int:
+    from prnseg import api
+
+    try:
+        api.quickstart(args.out, budget_minutes=args.budget_minutes, device=args.device, restart=args.restart,
+                       refine_labels=args.refine_labels, tiny=args.tiny, progress=not args.no_progress)
+    except QuickstartInterrupted:
         return 130
-    qs.report(evals, label_report, qs.elapsed())
     return 0

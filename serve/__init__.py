@@ -5,7 +5,7 @@ OpenCV, ONNX Runtime) and nothing else. ``Predictor`` and ``Prediction`` load on
 importing the label sets does not import ONNX Runtime.
 """
 
-from prnseg.serve.labels import (
+from prnseg.labels import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_PALETTE,
     IGNORE_INDEX,

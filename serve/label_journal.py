@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from prnseg.serve.image_io import atomic_write_bytes
+from prnseg.atomic import atomic_write_bytes
 from prnseg.serve.label_options import STOP_ERRNOS, LabelError
 
 

@@ -22,12 +22,12 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from prnseg.serve.image_io import read_image
+from prnseg.image_io import read_image
+from prnseg.model_spec import Bucket, Placement
 from prnseg.serve.label_journal import Journal, failed_record
 from prnseg.serve.label_options import STOP_ERRNOS, LabelOptions, failure_reason
 from prnseg.serve.label_plan import Item, Plan
 from prnseg.serve.label_writer import OutputWriter
-from prnseg.serve.model_spec import Bucket, Placement
 
 
 def engine_threads(opts: LabelOptions) -> dict:

@@ -11,7 +11,7 @@ be a dataset root):
 
 trainIds outside 0..18 count as ignore (255), as the training datasets read them. Per-image
 statistics are stored sparsely in each manifest line, so a report merges them across resumed
-runs and shards; the formulas are those of ``prnseg eval`` (``training/metrics.py``, numpy only):
+runs and shards; the formulas are those of ``prnseg eval`` (``prnseg/metrics.py``, numpy only):
 confusion-matrix mIoU for raw and refined labels, ``kept`` (the refined label on the pixels the
 written noise mask keeps, and their share), and the noise mask scored against the raw label's
 errors on labelled pixels. The noise AUROC uses the 256 levels of the uint8
@@ -26,7 +26,8 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
-from prnseg.serve.labels import IGNORE_INDEX
+from prnseg.labels import IGNORE_INDEX
+from prnseg.metrics import BinaryDetectionStats, ConfusionMatrix
 
 GT_MATCHING = ("X_leftImg8bit.* -> X_gtFine_labelTrainIds.png | X_gtFine_labelIds.png; X_rgb_anon.* -> "
                "X_gt_labelTrainIds.png | X_gt_labelIds.png; else NAME.png (trainIds); same relative folder "
@@ -78,8 +79,6 @@ def image_stats(gt: np.ndarray, raw: np.ndarray, refined: np.ndarray, noise: np.
                 noise_prob: np.ndarray, num_classes: int) -> dict:
     """Mergeable per-image statistics. Predictions are resized (nearest) to the label's size when
     they differ, as eval scores at the label's resolution."""
-    from prnseg.training.metrics import ConfusionMatrix
-
     if gt.shape != raw.shape:
         h, w = gt.shape
         raw, refined, noise, noise_prob = (cv2.resize(a, (w, h), interpolation=cv2.INTER_NEAREST)
@@ -106,8 +105,6 @@ class GTSummary:
     """Sum of per-image statistics -> the report's pseudo-label quality section."""
 
     def __init__(self, num_classes: int, class_names, noise_threshold: float):
-        from prnseg.training.metrics import BinaryDetectionStats, ConfusionMatrix
-
         self.num_classes = num_classes
         self.raw = ConfusionMatrix(num_classes, IGNORE_INDEX, class_names)
         self.refined = ConfusionMatrix(num_classes, IGNORE_INDEX, class_names)
@@ -118,13 +115,11 @@ class GTSummary:
 
     def add(self, stats: dict) -> None:
         size = self.num_classes * (self.num_classes + 1)
-        self.raw._counts += _dense(stats["raw_cm"], size).reshape(self.num_classes, -1)
-        self.refined._counts += _dense(stats["refined_cm"], size).reshape(self.num_classes, -1)
-        self.kept._counts += _dense(stats.get("kept_cm", []), size).reshape(self.num_classes, -1)
-        d = self.detector
-        d.tp, d.fp, d.fn, d.tn = (getattr(d, k) + int(stats[k]) for k in ("tp", "fp", "fn", "tn"))
-        d.pos_hist += _dense(stats["pos_hist"], 256)
-        d.neg_hist += _dense(stats["neg_hist"], 256)
+        self.raw.add_counts(_dense(stats["raw_cm"], size))
+        self.refined.add_counts(_dense(stats["refined_cm"], size))
+        self.kept.add_counts(_dense(stats.get("kept_cm", []), size))
+        self.detector.add_counts(*(int(stats[k]) for k in ("tp", "fp", "fn", "tn")),
+                                 pos_hist=_dense(stats["pos_hist"], 256), neg_hist=_dense(stats["neg_hist"], 256))
         self.n_images += 1
 
     def to_dict(self) -> dict:

@@ -8,7 +8,8 @@ the Ray engine share one definition without importing each other.
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prnseg.errors import PrnsegError
@@ -29,6 +30,11 @@ EXIT_SOME_FAILED = 1
 #: Write errors no other image can escape: the run stops at once instead of failing them all.
 STOP_ERRNOS = frozenset(e for e in (errno.ENOSPC, errno.EROFS, errno.EIO, getattr(errno, "EDQUOT", None)) if e)
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def default_workers() -> int:
+    """Decode threads and encode/write threads, each: min(4, CPUs)."""
+    return min(4, os.cpu_count() or 1)
 
 
 class LabelError(PrnsegError):
@@ -70,7 +76,7 @@ class LabelOptions:
     out_dir: Path
     model_dir: Path
     batch: int | None = None
-    workers: int = 2
+    workers: int = field(default_factory=default_workers)
     ignore_noisy: bool = False
     noise_threshold: float | None = None
     save: tuple[str, ...] = DEFAULT_SAVE

@@ -23,10 +23,11 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from prnseg.serve.image_io import IMAGE_EXTENSIONS, atomic_write_bytes
+from prnseg.atomic import atomic_write_bytes
+from prnseg.image_io import IMAGE_EXTENSIONS
+from prnseg.model_spec import ModelSpec
 from prnseg.serve.label_journal import previous_records
 from prnseg.serve.label_options import OUTPUT_DIRS, PNG_END, SETTINGS_FILE, LabelError, LabelOptions
-from prnseg.serve.model_spec import ModelSpec
 
 #: ``.NAME.png.TAG.XXXXXXXX.tmp``, as atomic_write_bytes names a temporary file given a tag.
 _TEMP_NAME = re.compile(r"\.(?P<final>.+\.png)\.(?P<tag>lbl(?:-shard-\d+-of-\d+)?)\.[A-Za-z0-9_]+\.tmp")

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from prnseg import __version__
-from prnseg.serve.image_io import atomic_write_bytes
+from prnseg.atomic import atomic_write_bytes
+from prnseg.model_spec import ModelSpec
 from prnseg.serve.label_journal import flock, previous_records
 from prnseg.serve.label_options import STOP_ERRNOS, TRAIN_LIST, LabelOptions
 from prnseg.serve.label_plan import Plan, name_problem
-from prnseg.serve.model_spec import ModelSpec
 
 
 def _aggregate(records: list[dict], spec: ModelSpec) -> dict:

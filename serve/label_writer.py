@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from prnseg.atomic import atomic_write_bytes, fsync_dir
 from prnseg.errors import PrnsegError
-from prnseg.serve.image_io import (atomic_write_bytes, encode_gray_png, encode_image, encode_palette_png, fsync_dir,
-                                   read_trainids)
+from prnseg.image_io import encode_gray_png, encode_image, encode_palette_png, read_trainids
+from prnseg.model_spec import ModelSpec
 from prnseg.serve.label_options import ALWAYS, LabelOptions, failure_reason
 from prnseg.serve.label_plan import Item
-from prnseg.serve.model_spec import ModelSpec
 
 
 class OutputWriter:

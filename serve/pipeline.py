@@ -36,6 +36,7 @@ import threading
 import time
 from typing import NamedTuple
 
+from prnseg.model_spec import ModelSpec, load_model_spec
 from prnseg.serve.label_journal import Journal, flock, read_jsonl
 from prnseg.serve.label_local import (engine_threads, full_batch, infer_isolating, label_items,
                                       opencv_single_threaded, run_local)
@@ -46,7 +47,6 @@ from prnseg.serve.label_plan import (Item, Plan, _scan_outputs, check_settings, 
                                      outputs_intact, shard_of)
 from prnseg.serve.label_report import Reserve, finish
 from prnseg.serve.label_writer import OutputWriter
-from prnseg.serve.model_spec import ModelSpec, load_model_spec
 
 __all__ = [
     "ALWAYS", "DEFAULT_MAX_PIXELS", "DEFAULT_SAVE", "EXIT_SOME_FAILED", "OPTIONAL", "OUTPUT_DIRS", "PNG_END",

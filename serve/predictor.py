@@ -1,7 +1,7 @@
 """``Predictor``: run an exported model on images of any size, without torch.
 
 The runtime robots embed and ``prnseg label`` drives: it reads ``model.json`` (via
-:mod:`prnseg.serve.model_spec`), opens ``pseudolabeler.onnx`` in ONNX Runtime or the exported
+:mod:`prnseg.model_spec`), opens ``pseudolabeler.onnx`` in ONNX Runtime or the exported
 TensorRT plans, fits each image into its size bucket, runs batches of up to ``max_batch`` images
 per bucket and maps every output plane back to the image's own size. The whole pseudo-labeller
 (normalisation, segmenter, PRN, upsampling, softmax, argmax, noise threshold) is one graph, so
@@ -17,15 +17,16 @@ import ctypes
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from prnseg.devices import CHOICES as DEVICE_CHOICES
+from prnseg.devices import Device, DeviceError, resolve_device
 from prnseg.errors import PrnsegError
-from prnseg.serve.model_spec import (
+from prnseg.model_spec import (
     PSEUDOLABELER_OUTPUTS,
     ArtefactIntegrityError,
     Bucket,
@@ -77,14 +78,6 @@ def noise_level(threshold: float) -> int:
     return min(256, int(math.ceil(255.0 * t + 0.5 - 1e-6)))
 
 
-def parse_device(device: str) -> tuple[str, int]:
-    """``"cpu"``, ``"cuda"`` or ``"cuda:i"`` -> (kind, index); anything else is an error."""
-    m = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", str(device).strip().lower())
-    if not m or (m.group(1) == "cpu" and m.group(2)):
-        raise BackendError(f"device {device!r} unknown; use auto, cpu, cuda or cuda:N")
-    return m.group(1), int(m.group(2) or 0)
-
-
 def cuda_driver_present() -> bool:
     """True when the NVIDIA driver library loads: a GPU build of a runtime alone is not a GPU."""
     for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
@@ -100,6 +93,17 @@ def tensorrt_available() -> bool:
     from prnseg.serve.trt_compat import tensorrt_version
 
     return tensorrt_version() is not None
+
+
+def runtime_gpu_count() -> int:
+    """1 when a GPU runtime (ONNX Runtime's CUDA provider, or TensorRT) and the NVIDIA driver are
+    present, else 0: what ``device="auto"`` asks (the runtimes cannot count GPUs before opening one)."""
+    try:
+        import onnxruntime as ort
+        has_cuda_ep = "CUDAExecutionProvider" in ort.get_available_providers()
+    except ImportError:
+        has_cuda_ep = False
+    return int((has_cuda_ep or tensorrt_available()) and cuda_driver_present())
 
 
 def cpu_throughput_config(cpus: int | None = None) -> tuple[int, int]:
@@ -121,7 +125,7 @@ def check_images(images) -> list[np.ndarray]:
             raise ValueError(f"image {i}: expected an H x W x 3 uint8 RGB numpy array, got {type(img).__name__}")
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
             raise ValueError(f"image {i}: expected an H x W x 3 uint8 RGB array, got {img.dtype} array of "
-                             f"shape {img.shape} (convert with prnseg.serve.image_io.to_rgb_uint8 or read_image)")
+                             f"shape {img.shape} (convert with prnseg.image_io.to_rgb_uint8 or read_image)")
         out.append(img)
     return out
 
@@ -243,16 +247,14 @@ class Predictor:
         self.max_batch = max(1, min(limit, max_batch or limit))
 
     @staticmethod
-    def resolve_device(device: str) -> tuple[str, int]:
-        """``auto`` -> ("cuda", 0) when a GPU runtime and the NVIDIA driver are present, else ("cpu", 0)."""
-        if str(device).strip().lower() != "auto":
-            return parse_device(device)
+    def resolve_device(device: str) -> Device:
+        """:func:`prnseg.devices.resolve_device` with this runtime's probe: ``auto`` -> ("cuda", 0) when
+        a GPU runtime and the NVIDIA driver are present, else ("cpu", 0); ``cuda[:N]`` is not checked
+        here (without a GPU provider ONNX Runtime falls back to the CPU with a warning)."""
         try:
-            import onnxruntime as ort
-            has_cuda_ep = "CUDAExecutionProvider" in ort.get_available_providers()
-        except ImportError:
-            has_cuda_ep = False
-        return ("cuda", 0) if (has_cuda_ep or tensorrt_available()) and cuda_driver_present() else ("cpu", 0)
+            return resolve_device(device, gpu_count=runtime_gpu_count, check=False)
+        except DeviceError:
+            raise BackendError(f"device {device!r} unknown; use {DEVICE_CHOICES}") from None
 
     def _tensorrt_plans(self) -> dict[Bucket, dict]:
         """The exported plan for each bucket at this precision (fp16 plans serve an fp32 request only
@@ -306,7 +308,8 @@ class Predictor:
         runner = _OrtRunner(key, self.spec, kind, index, self.precision, threads, trt_ep, spin)
         where = "cpu" if not runner.on_cuda else f"cuda:{index}"
         self.device = where
-        self.provider = f"onnxruntime {runner.providers[0]} on {where} ({self.precision}{', io-binding' if runner.on_cuda else ''})"
+        binding = ", io-binding" if runner.on_cuda else ""
+        self.provider = f"onnxruntime {runner.providers[0]} on {where} ({self.precision}{binding})"
         return "onnxruntime", runner
 
     # -- the three stages, exposed so pipelines can run them on different threads --

@@ -19,12 +19,12 @@ from dataclasses import asdict
 
 import numpy as np
 
+from prnseg.model_spec import ModelSpec
 from prnseg.serve.label_journal import Journal
 from prnseg.serve.label_local import label_items
 from prnseg.serve.label_options import LabelError, LabelOptions
 from prnseg.serve.label_plan import Item, Plan
 from prnseg.serve.label_writer import OutputWriter
-from prnseg.serve.model_spec import ModelSpec
 
 
 class LabelActor:

@@ -29,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from prnseg.atomic import atomic_write_bytes
 from prnseg.errors import PrnsegError
-from prnseg.serve.image_io import atomic_write_bytes, encode_image, read_label, read_trainids
-from prnseg.serve.labels import IGNORE_INDEX
+from prnseg.image_io import encode_image, read_label, read_trainids
+from prnseg.labels import IGNORE_INDEX
 
 SUGGEST_DIR = "suggest"
 CVAT_ZIP = "cvat_segmentation_mask.zip"

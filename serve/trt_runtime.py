@@ -18,7 +18,7 @@ import threading
 import numpy as np
 
 from prnseg.errors import PrnsegError
-from prnseg.serve.model_spec import PSEUDOLABELER_OUTPUTS, Bucket, ModelSpec, verified_bytes
+from prnseg.model_spec import PSEUDOLABELER_OUTPUTS, Bucket, ModelSpec, verified_bytes
 from prnseg.serve.trt_compat import cudart, load_engine
 
 OUTPUT_NAMES = tuple(PSEUDOLABELER_OUTPUTS)

@@ -14,7 +14,8 @@ def run_cli(*args, check=True, timeout=600, env=None, cwd=None) -> subprocess.Co
     proc = subprocess.run([sys.executable, "-m", "prnseg", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=cwd)
     if check and proc.returncode != 0:
-        raise AssertionError(f"prnseg {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(f"prnseg {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n"
+                             f"{proc.stderr}")
     return proc
 
 

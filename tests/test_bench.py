@@ -26,6 +26,7 @@ def _rows(doc, **match):
     return [r for r in doc["inference"] if all(r.get(k) == v for k, v in match.items())]
 
 
+@pytest.mark.slow
 def test_quick_run_states_the_machine(quick):
     _, doc, md, _ = quick
     assert doc["format"] == "prnseg-bench" and doc["complete"] is True
@@ -36,6 +37,7 @@ def test_quick_run_states_the_machine(quick):
     assert "Machine:" in md and m["cpu"] in md and "GPU: none" in md
 
 
+@pytest.mark.slow
 def test_quick_run_measures_every_backend_with_parity(quick):
     out, doc, md, proc = quick
     torch32 = _rows(doc, backend="pytorch", precision="fp32")
@@ -65,6 +67,7 @@ def test_quick_run_measures_every_backend_with_parity(quick):
     assert "[1/" in proc.stderr and "done in" in proc.stderr
 
 
+@pytest.mark.slow
 def test_quick_run_times_training_modes(quick):
     out, doc, md, _ = quick
     t = doc["training"]
@@ -79,6 +82,7 @@ def test_quick_run_times_training_modes(quick):
     assert prn["peak_memory_mb"] == pytest.approx(peak, abs=0.1)
 
 
+@pytest.mark.slow
 def test_bench_on_an_exported_model(quick, tmp_path):
     work = quick[0] / "work"
     model = work / "model_tiny_128x256"
@@ -99,7 +103,7 @@ def test_bench_on_an_exported_model(quick, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--sizes", "100x200"], "multiple of 32"),
     (["--model", "does/not/exist"], "model directory not found"),
-    (["--arch", "resnet50"], "unknown encoder"),
+    pytest.param(["--arch", "resnet50"], "unknown encoder", marks=pytest.mark.slow),  # loads torch: ~6 s
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, args, message):
     proc = run_cli("bench", *args, "--out", tmp_path / "o", check=False)

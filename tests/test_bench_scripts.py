@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from prnseg.training.data.synthetic import SYNTH_VERSION
 
@@ -25,7 +26,7 @@ def _load(name: str):
 def test_adaptation_rewrites_a_benchmark_of_another_generator_version(tmp_path, capsys):
     adaptation = _load("adaptation")
     root = tmp_path / "data"
-    args = ["--source", "2", "--target", "2", "--val", "1", "--size", "32x64", "--seed", "1"]
+    args = {"source": 2, "target": 2, "val": 1, "size": "32x64", "seed": 1}
     adaptation.ensure_benchmark(root, args)
     marker = root / "synth.json"
     meta = json.loads(marker.read_text())
@@ -68,6 +69,7 @@ def test_prn_variants_target_labels_batches_pair_each_image_with_its_own_label(s
     assert 0 < flips < seen  # both orientations occur
 
 
+@pytest.mark.slow
 def test_prn_variants_script_scores_a_uda_variant_and_the_target_label_bound(prn_checkpoint, synth_root, tmp_path):
     out = tmp_path / "variants.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "prn_variants.py"), "--checkpoint", str(prn_checkpoint),
@@ -122,7 +124,8 @@ def _hand_made_runs():
 def test_adaptation_summary_calibration_and_readme_section(tmp_path):
     adaptation = _load("adaptation")
     doc = adaptation.finish({"benchmark": {"version": 3, "sizes": {"source": 5, "target": 5, "val": 2},
-                                           "image_size": [512, 256], "config": "synthetic", "warm_start": "source_only"},
+                                           "image_size": [512, 256], "config": "synthetic",
+                                           "warm_start": "source_only"},
                              "command": "python bench/adaptation.py --seeds 0,1,2", "runs": _hand_made_runs()})
     s = doc["summary"]
     assert set(s) == {"source_only", "self_training", "oracle"}
@@ -139,14 +142,16 @@ def test_adaptation_summary_calibration_and_readme_section(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{adaptation.README_BEGIN}\nold numbers\n{adaptation.README_END}\noutro\n")
     (tmp_path / "a.json").write_text(json.dumps(doc))
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "adaptation.py"), "--from-json", str(tmp_path / "a.json"),
-                           "--readme", str(readme)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "adaptation.py"), "--from-json",
+                           str(tmp_path / "a.json"), "--readme", str(readme)], capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr
     body = readme.read_text()
     assert "old numbers" not in body and body.startswith("intro\n") and body.endswith("outro\n")
     assert text in body
 
 
+@pytest.mark.slow
 def test_adaptation_script_writes_runs_with_source_and_target_miou(synth_root, tmp_path):
     out = tmp_path / "adapt"
     json_path = tmp_path / "a.json"

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from prnseg.errors import ConfigError, DatasetError, ImageReadError
-from prnseg.serve.image_io import encode_palette_png
+from prnseg.image_io import encode_palette_png
 from prnseg.training.data import rcs as rcs_mod
 from prnseg.training.data.datasets import (
     ACDCDataset,

@@ -24,7 +24,7 @@ import PIL.Image  # noqa: E402
 import pytest  # noqa: E402
 
 from conftest import default_sigint, run_cli  # noqa: E402
-from prnseg.serve.image_io import read_image, read_label, write_image  # noqa: E402
+from prnseg.image_io import read_image, read_label, write_image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_PIXELS = 300_000
@@ -66,7 +66,7 @@ def demo_app(exported_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """A bundled example, an odd-sized PNG (no bucket fits it exactly), and three bad uploads."""
-    from prnseg.demo.app import example_images
+    from prnseg.demo.uploads import example_images
 
     d = tmp_path_factory.mktemp("demo-images")
     example = example_images()[0]
@@ -80,7 +80,7 @@ def images(tmp_path_factory):
 
 
 def test_bundled_examples_are_small_day_and_night_images():
-    from prnseg.demo.app import example_images
+    from prnseg.demo.uploads import example_images
 
     ex = example_images()
     assert [p.stem.split("_")[0] for p in ex] == ["day", "day", "night", "night"]
@@ -91,7 +91,7 @@ def test_bundled_examples_are_small_day_and_night_images():
 
 def test_views_and_class_table_on_known_planes():
     from prnseg.demo import render
-    from prnseg.serve.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+    from prnseg.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 
     label = np.array([[0, 0, 0, 13], [0, 0, 10, 13]], dtype=np.uint8)
     raw = np.array([[0, 1, 0, 13], [0, 0, 10, 10]], dtype=np.uint8)
@@ -121,6 +121,7 @@ def test_views_and_class_table_on_known_planes():
     assert render.display_size(3000, 6000) == (640, 1280) and render.display_size(100, 50) == (100, 50)
 
 
+@pytest.mark.slow
 def test_client_labels_match_predictor_and_bad_uploads_are_messages(demo_app, predictor, images, tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
@@ -170,6 +171,7 @@ def test_client_labels_match_predictor_and_bad_uploads_are_messages(demo_app, pr
                                       expected.noise_at(predictor.spec.noise_threshold))
 
 
+@pytest.mark.slow
 def test_sliders_rerender_the_cached_prediction(demo_app, predictor, images):
     core = demo_app.prnseg_core
     calls = []
@@ -195,7 +197,7 @@ def test_an_upload_whose_header_cannot_be_read_is_refused_without_decoding(tmp_p
     demo refuses it from the header alone and never calls the decoder."""
     import PIL.Image
 
-    from prnseg.demo.app import DemoInputError, read_upload
+    from prnseg.demo.uploads import DemoInputError, read_upload
 
     ok, data = cv2.imencode(".hdr", np.full((64, 96, 3), 0.5, np.float32))
     bad = tmp_path / "scene.png"
@@ -217,7 +219,7 @@ def test_an_upload_whose_header_cannot_be_read_is_refused_without_decoding(tmp_p
 
 
 def test_session_store_is_capped_in_count_bytes_and_age():
-    from prnseg.demo.app import SessionStore
+    from prnseg.demo.sessions import SessionStore
 
     now = [0.0]
     store = SessionStore(max_items=3, max_bytes=1000, max_age_s=60, clock=lambda: now[0])
@@ -231,6 +233,7 @@ def test_session_store_is_capped_in_count_bytes_and_age():
     assert store.get("big") is None and len(store) == 0 and store.nbytes == 0
 
 
+@pytest.mark.slow
 def test_an_evicted_result_asks_for_segment_again(exported_model, images, tmp_path):
     from prnseg.demo.app import SessionStore, build_app
     from prnseg.serve import Predictor
@@ -245,6 +248,7 @@ def test_an_evicted_result_asks_for_segment_again(exported_model, images, tmp_pa
     assert core.render(first, 0.5, 0.5)[6] == "This result is no longer kept on the server; press **Segment** again."
 
 
+@pytest.mark.slow
 def test_label_source_wording_and_small_image_note(exported_model, noise_only_model, tmp_path):
     from prnseg.demo.app import build_app, explanation
     from prnseg.serve import Predictor
@@ -269,6 +273,7 @@ def test_label_source_wording_and_small_image_note(exported_model, noise_only_mo
                 "result says little about it.") in status
 
 
+@pytest.mark.slow
 def test_browser_explains_runs_an_example_on_click_and_keeps_errors(demo_app, noise_only_model, images,
                                                                      tmp_path_factory):
     """Headless Chromium: the explanation panel, an example that runs on click (downloads appear
@@ -377,6 +382,7 @@ def _start_cli(exported_model, port, tmp, *extra):
     return proc, lines
 
 
+@pytest.mark.slow
 def test_cli_serves_the_model_and_stops_on_ctrl_c(exported_model, tmp_path):
     port = free_port()
     proc, lines = _start_cli(exported_model, port, tmp_path / "tmp")
@@ -401,6 +407,7 @@ def test_cli_serves_the_model_and_stops_on_ctrl_c(exported_model, tmp_path):
             proc.wait()
 
 
+@pytest.mark.slow
 def test_cli_on_the_network_warns_asks_for_a_login_and_cleans_up_on_sigterm(exported_model, images, tmp_path):
     from gradio_client import Client, handle_file
 

@@ -35,6 +35,7 @@ def test_checkpoints_are_refused_under_a_torch_with_the_weights_only_bypass(tmp_
     require_safe_torch()  # the torch this suite runs on
 
 
+@pytest.mark.slow
 def test_a_local_ray_cluster_starts_with_token_authentication(monkeypatch):
     pytest.importorskip("ray")
     from ray._raylet import AuthenticationMode, get_authentication_mode

@@ -259,7 +259,8 @@ def test_consistency_view_mirrors_and_changes_the_photometry():
     from prnseg.training.augment import IMAGENET_MEAN, IMAGENET_STD, consistency_view
 
     g = torch.Generator().manual_seed(0)
-    raw = torch.nn.functional.interpolate(torch.rand(2, 3, 4, 6) * 255, size=(16, 24), mode="bilinear", align_corners=False)
+    raw = torch.nn.functional.interpolate(torch.rand(2, 3, 4, 6) * 255, size=(16, 24), mode="bilinear",
+                                          align_corners=False)
     img = (raw - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     view = consistency_view(img, 0.2, generator=g)
     assert view.shape == img.shape

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import run_cli, run_python_without_torch
-from prnseg.serve.model_spec import PSEUDOLABELER_OUTPUTS, ModelSpecError, load_model_spec
+from prnseg.model_spec import PSEUDOLABELER_OUTPUTS, ModelSpecError, load_model_spec
 
 BUCKET = (128, 256)
 
@@ -27,7 +27,7 @@ def _session(path) -> ort.InferenceSession:
 
 
 def _val_images(synth_root: Path) -> list[Path]:
-    from prnseg.serve.image_io import list_images
+    from prnseg.image_io import list_images
 
     return list_images(synth_root / "cityscapes" / "leftImg8bit" / "val")
 
@@ -57,6 +57,9 @@ def test_model_json_describes_a_ready_model(exported_model, prn_checkpoint):
 
     assert doc["checkpoint"]["sha256"] == file_sha256(prn_checkpoint)
     assert doc["checkpoint"]["weights"] == "teacher" and doc["checkpoint"]["iteration"] == 2
+    from prnseg.training.config import shipped_configs
+
+    assert doc["checkpoint"]["config_shipped"] is (doc["checkpoint"]["config"] in shipped_configs())
     for key in ("segmenter", "prn", "pseudolabeler", "pseudolabeler_fp16"):
         path = spec.artefact_path(key)
         assert doc["artefacts"][key]["sha256"] == file_sha256(path)
@@ -196,7 +199,8 @@ def test_fp16_graph_keeps_layernorm_softmax_and_head_in_fp32(exported_model):
             if node.op_type == "Cast":
                 continue
             assert all(types.get(i) != fp16 for i in node.input if i), f"{node.name} ({node.op_type}) runs in fp16"
-    encoder_matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and n.name.startswith("/segmentor/encoder/")]
+    encoder_matmuls = [n for n in model.graph.node
+                       if n.op_type == "MatMul" and n.name.startswith("/segmentor/encoder/")]
     assert encoder_matmuls and all(types.get(n.input[0]) == fp16 for n in encoder_matmuls)
     sess = _session(exported_model / "pseudolabeler_fp16.onnx")  # ONNX Runtime's CPU EP runs it here
     assert sess.get_inputs()[0].type == "tensor(uint8)"
@@ -204,7 +208,7 @@ def test_fp16_graph_keeps_layernorm_softmax_and_head_in_fp32(exported_model):
 
 
 def test_dynamic_batch_gives_the_same_maps(exported_model, synth_root):
-    from prnseg.serve.image_io import read_image
+    from prnseg.image_io import read_image
 
     sess = _session(exported_model / "pseudolabeler.onnx")
     shape = sess.get_inputs()[0].shape
@@ -224,7 +228,7 @@ def test_dynamic_batch_gives_the_same_maps(exported_model, synth_root):
 
 def test_labels_equal_the_pytorch_eval_pipeline_on_val_images(exported_model, prn_checkpoint, synth_root):
     """The fused graph reproduces training's own evaluation (run_networks) on the target val images."""
-    from prnseg.serve.image_io import read_image
+    from prnseg.image_io import read_image
     from prnseg.training.data.transforms import build_test_pipeline
     from prnseg.training.evaluate import image_pseudo_labels
     from prnseg.training.loading import load_checkpoint_model
@@ -289,7 +293,7 @@ def test_bare_onnxruntime_reads_only_model_json(exported_model, synth_root, tmp_
     assert proc.returncode == 0, proc.stderr
     assert "consumer ok 4 (4, 128, 256)" in proc.stdout
     got = np.load(out)
-    from prnseg.serve.image_io import read_image
+    from prnseg.image_io import read_image
 
     spec = load_model_spec(exported_model)
     sess = _session(spec.artefact_path("pseudolabeler"))
@@ -302,6 +306,7 @@ def test_bare_onnxruntime_reads_only_model_json(exported_model, synth_root, tmp_
 # --- the CLI, fp16 and Triton -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_export_round_trip_with_fp16_and_triton(prn_checkpoint, tmp_path):
     from prnseg.export.triton import parse_pbtxt
 
@@ -335,10 +340,10 @@ def test_triton_config_for_plans_and_several_buckets(tmp_path):
     doc = {"name": "cs model", "input": {"buckets": [{"height": 256, "width": 512}, {"height": 512, "width": 512}],
                                           "max_batch": 8},
            "artefacts": {"pseudolabeler": {"file": "pseudolabeler.onnx"},
-                         "tensorrt": [{"file": "pseudolabeler_256x512_fp16.plan", "bucket": {"height": 256, "width": 512},
-                                       "max_batch": 8, "precision": "fp16"},
-                                      {"file": "pseudolabeler_512x512_fp16.plan", "bucket": {"height": 512, "width": 512},
-                                       "max_batch": 8, "precision": "fp16"}]}}
+                         "tensorrt": [{"file": "pseudolabeler_256x512_fp16.plan",
+                                       "bucket": {"height": 256, "width": 512}, "max_batch": 8, "precision": "fp16"},
+                                      {"file": "pseudolabeler_512x512_fp16.plan",
+                                       "bucket": {"height": 512, "width": 512}, "max_batch": 8, "precision": "fp16"}]}}
     configs = write_triton_repository(tmp_path, doc)
     assert [c.parent.name for c in configs] == ["cs_model_256x512", "cs_model_512x512"]
     cfg = parse_pbtxt(configs[1].read_text())
@@ -365,7 +370,8 @@ def test_bad_checkpoints_and_sizes_are_one_line_errors(prn_checkpoint, tmp_path)
     corrupt.write_bytes(prn_checkpoint.read_bytes()[: 4096])
     proc = run_cli("export", corrupt, "--out", tmp_path / "m1", check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
-    assert proc.stderr.startswith("prnseg export: error: ") and "not a checkpoint written by prnseg train" in proc.stderr
+    assert proc.stderr.startswith("prnseg export: error: ")
+    assert "not a checkpoint written by prnseg train" in proc.stderr
 
     from prnseg.errors import PrnsegError
     from prnseg.export import export_model
@@ -390,6 +396,7 @@ def test_bad_checkpoints_and_sizes_are_one_line_errors(prn_checkpoint, tmp_path)
     _no_staging_left(tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
 def test_tensorrt_missing_fails_before_writing_anything(prn_checkpoint, tmp_path):
     proc = run_cli("export", prn_checkpoint, "--out", tmp_path / "model", "--tensorrt", check=False)
@@ -399,6 +406,7 @@ def test_tensorrt_missing_fails_before_writing_anything(prn_checkpoint, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_refuses_to_replace_a_ready_model_and_gate_failure_marks_not_ready(exported_model, prn_checkpoint,
                                                                           tmp_path, monkeypatch):
     import shutil
@@ -473,7 +481,8 @@ def test_engine_compatibility_check_explains_the_fallback():
 
 
 def test_tensorrt_engines_build_and_agree(prn_checkpoint, tmp_path):
-    pytest.importorskip("tensorrt", reason="tensorrt is not importable here; pip install 'prnseg[tensorrt]' needs NVIDIA's index and a GPU")
+    pytest.importorskip("tensorrt", reason="tensorrt is not importable here; pip install 'prnseg[tensorrt]' needs "
+                                           "NVIDIA's index and a GPU")
     if not torch.cuda.is_available():
         pytest.skip("TensorRT engines need a CUDA GPU")
     from prnseg.export import export_model
@@ -500,10 +509,11 @@ def test_tensorrt_engines_build_and_agree(prn_checkpoint, tmp_path):
     assert (out / "triton" / "model" / "1" / "model.plan").read_bytes() == (out / entry["file"]).read_bytes()
 
 
+@pytest.mark.slow
 def test_checkpoint_without_prn_uses_the_confidence_noise_source(prn_checkpoint, synth_root, tmp_path):
     """A self_training checkpoint (no PRN): label = raw_label, noise = 1 - max softmax >= 1 - pseudo_threshold."""
     from prnseg.export import export_model
-    from prnseg.serve.image_io import read_image
+    from prnseg.image_io import read_image
 
     state = torch.load(prn_checkpoint, map_location="cpu", weights_only=True)
     state["config"]["uda"]["mode"] = "self_training"
@@ -525,7 +535,7 @@ def test_checkpoint_without_prn_uses_the_confidence_noise_source(prn_checkpoint,
 def test_calibration_folders_find_their_labels(synth_root, tmp_path, prn_checkpoint, exported_model):
     from prnseg.export.graphs import PseudoLabeler
     from prnseg.export.parity import load_calibration, run_parity
-    from prnseg.serve.image_io import read_image, write_image
+    from prnseg.image_io import read_image, write_image
     from prnseg.training.data.transforms import IMG_MEAN, IMG_STD
     from prnseg.training.loading import load_checkpoint_model
 
@@ -567,10 +577,11 @@ def test_engine_compatibility_check_runs_without_torch():
     assert proc.stdout.startswith("p.plan was built with TensorRT 10.9.0, this machine has TensorRT 10.8.0")
 
 
+@pytest.mark.slow
 def test_noise_mask_only_run_exports_the_labels_it_trained_on(prn_checkpoint, synth_root, tmp_path):
     """prn.use_refined_labels=false: label = raw_label (with its confidence), noise still from the PRN."""
     from prnseg.export import export_model
-    from prnseg.serve.image_io import read_image
+    from prnseg.image_io import read_image
 
     state = torch.load(prn_checkpoint, map_location="cpu", weights_only=True)
     state["config"]["prn"]["use_refined_labels"] = False
@@ -589,6 +600,7 @@ def test_noise_mask_only_run_exports_the_labels_it_trained_on(prn_checkpoint, sy
     assert np.array_equal(o["noise_prob"], full["noise_prob"])
 
 
+@pytest.mark.slow
 def test_fp16_conversion_of_a_fresh_model_with_shared_initializers(prn_checkpoint, tmp_path):
     """A fresh model's identical tensors (zero biases, unit norm weights) are merged into shared
     initializers by the exporter; the fp16 conversion must still give a valid graph that runs."""

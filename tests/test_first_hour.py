@@ -41,7 +41,7 @@ def test_config_sizes_are_height_width_and_the_old_key_migrates(capsys):
 
 
 def test_synth_size_is_height_by_width(tmp_path):
-    from prnseg.serve.image_io import list_images, read_image
+    from prnseg.image_io import list_images, read_image
 
     proc = run_cli("synth", tmp_path / "s", "--source", 1, "--target", 1, "--val", 0, "--size", "64x128",
                    "--workers", 1)
@@ -98,6 +98,7 @@ def test_mistakes_are_reported_before_torch_loads(tmp_path, argv, message):
     assert not (tmp_path / "m2").exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_label_refuses_fp16_of_an_fp32_only_model_before_writing(noise_only_model, synth_root, tmp_path):
     images = synth_root / "cityscapes" / "leftImg8bit" / "val"
     out = tmp_path / "labels"
@@ -126,10 +127,11 @@ def test_train_prints_commands_that_exist(synth_root, tmp_path):
     assert next_commands(pseudo, ckpt) == [f"prnseg export {ckpt} --out {tmp_path / 'run' / 'model'}"]
 
 
+@pytest.mark.slow
 def test_a_source_without_labels_is_one_line_and_leaves_no_run_folder(tmp_path):
     import numpy as np
 
-    from prnseg.serve.image_io import write_image
+    from prnseg.image_io import write_image
 
     for i in range(2):
         write_image(tmp_path / "data" / "images" / f"{i}.png", np.full((64, 128, 3), 40 * i, np.uint8))

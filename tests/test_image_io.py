@@ -9,7 +9,7 @@ import pytest
 
 from conftest import run_python_without_torch
 from prnseg.errors import ImageReadError
-from prnseg.serve import image_io
+from prnseg import atomic, image_io
 
 
 def test_read_image_normalises_gray_rgba_and_16bit(tmp_path):
@@ -69,10 +69,26 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
 def test_atomic_write_cleans_up_on_failure(tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError("disk full")
-    monkeypatch.setattr(image_io.os, "replace", boom)
+    monkeypatch.setattr(atomic.os, "replace", boom)
     with pytest.raises(OSError):
-        image_io.atomic_write_bytes(tmp_path / "y.png", b"data")
+        atomic.atomic_write_bytes(tmp_path / "y.png", b"data")
     assert os.listdir(tmp_path) == []
+
+
+def test_atomic_writer_streams_and_keeps_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "a" / "state.json"
+    atomic.atomic_write_text(target, '{"v": 1}\n')
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_writer(target, fsync=True) as f:
+            f.write(b"half a fi")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == '{"v": 1}\n' and os.listdir(target.parent) == ["state.json"]
+    with atomic.atomic_writer(target, fsync=True) as f:
+        f.write(b"new")
+    assert target.read_bytes() == b"new"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # as open() makes it, not mkstemp's 0600
 
 
 def test_palette_png_stores_ids_and_palette(tmp_path):
@@ -115,7 +131,7 @@ def test_serve_imports_without_torch():
 
 def test_serve_runs_when_torch_cannot_be_imported():
     """Stronger than checking sys.modules: make `import torch` fail outright."""
-    code = ("import numpy as np, prnseg.serve as s; from prnseg.serve import image_io;"
+    code = ("import numpy as np, prnseg.serve as s; from prnseg import image_io;"
             "print(s.colorize(np.zeros((1, 1), np.uint8)).tolist())")
     out = run_python_without_torch(code)
     assert out.returncode == 0, out.stderr

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import run_cli, tiny_train_args
 
-from prnseg.serve.image_io import read_image
+from prnseg.image_io import read_image
 from prnseg.serve.label_metrics import gt_candidates
 from prnseg.serve.pipeline import (
     Journal,
@@ -136,7 +136,8 @@ def test_gt_matching_rule():
         ("aachen/a_000001_000019_gtFine_labelTrainIds.png", "trainIds"),
         ("aachen/a_000001_000019_gtFine_labelIds.png", "labelIds")]
     # INPUT_DIR and GT_DIR both the dataset root
-    assert ("gtFine/val/x/a_gtFine_labelTrainIds.png", "trainIds") in gt_candidates("leftImg8bit/val/x/a_leftImg8bit.png")
+    assert (("gtFine/val/x/a_gtFine_labelTrainIds.png", "trainIds")
+            in gt_candidates("leftImg8bit/val/x/a_leftImg8bit.png"))
     assert gt_candidates("night/GOPR0356_frame_000321_rgb_anon.png")[0] == (
         "night/GOPR0356_frame_000321_gt_labelTrainIds.png", "trainIds")
     assert gt_candidates("a/b/img.jpg") == [("a/b/img.png", "trainIds")]
@@ -144,6 +145,7 @@ def test_gt_matching_rule():
 
 # -- on the exported model ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sigkill_halfway_then_resume_is_byte_identical(exported_model, tmp_path):
     inp = tmp_path / "in"
     rels = render_folder(inp, 210)
@@ -208,6 +210,7 @@ def test_sigkill_halfway_then_resume_is_byte_identical(exported_model, tmp_path)
     assert (out / "train.txt").read_text() == (full / "train.txt").read_text()
 
 
+@pytest.mark.slow
 def test_bad_files_are_logged_and_the_rest_labelled(exported_model, tmp_path):
     inp = tmp_path / "in"
     (inp / "sub").mkdir(parents=True)
@@ -265,6 +268,7 @@ def test_bad_files_are_logged_and_the_rest_labelled(exported_model, tmp_path):
     assert json.loads((tmp_path / "stopped" / "report.json").read_text())["aborted"] is True
 
 
+@pytest.mark.slow
 def test_gt_report_agrees_with_prnseg_eval(exported_model, prn_checkpoint, synth_root, tmp_path):
     from prnseg.serve.predictor import Predictor
     from prnseg.training.metrics import PseudoLabelQuality
@@ -304,6 +308,7 @@ def test_gt_report_agrees_with_prnseg_eval(exported_model, prn_checkpoint, synth
     assert gt["raw"]["miou"] == s["raw"]["miou"] and gt["refined"]["per_class_iou"] == s["refined"]["per_class_iou"]
 
 
+@pytest.mark.slow
 def test_shards_are_disjoint_and_their_union_is_a_single_run(exported_model, tmp_path):
     inp = tmp_path / "in"
     rels = render_folder(inp, 30, seed=3)
@@ -338,11 +343,22 @@ def test_settings_of_a_folder_are_kept(exported_model, tmp_path):
     assert proc.returncode == 2
     assert "was labelled with other settings (ignore_noisy True -> False)" in proc.stderr
     opts = LabelOptions(inp, out, exported_model, ignore_noisy=True)
-    from prnseg.serve.model_spec import load_model_spec
+    from prnseg.model_spec import load_model_spec
 
     check_settings(opts, load_model_spec(exported_model))  # the same options resume
 
 
+def test_next_command_names_the_config_export_recorded_as_shipped(tmp_path):
+    from prnseg.serve.label_cli import train_config
+
+    for ckpt, want in (({"config": "synthetic_night", "config_shipped": True, "arch": "tiny"}, "synthetic_night"),
+                       ({"config": "my_experiment", "config_shipped": False, "arch": "tiny"}, "synthetic"),
+                       ({"config": "synthetic_night", "arch": "mit_b5"}, "gta2cityscapes")):  # an older export
+        (tmp_path / "model.json").write_text(json.dumps({"checkpoint": ckpt}))
+        assert train_config(tmp_path) == want
+
+
+@pytest.mark.slow
 def test_output_folder_is_a_training_dataset(exported_model, synth_root, tmp_path):
     from prnseg.serve.predictor import noise_level
     from prnseg.training.data.datasets import build_dataset
@@ -372,6 +388,7 @@ def test_output_folder_is_a_training_dataset(exported_model, synth_root, tmp_pat
     assert (tmp_path / "run" / "last.pt").is_file()
 
 
+@pytest.mark.slow
 def test_bad_arguments_are_one_line_errors(exported_model, tmp_path):
     proc = label(tmp_path / "missing", exported_model, tmp_path / "out", check=False)
     assert proc.returncode == 2 and "input folder not found" in proc.stderr
@@ -386,6 +403,7 @@ def test_bad_arguments_are_one_line_errors(exported_model, tmp_path):
         assert len(p.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_ray_engine_writes_the_same_bytes(exported_model, tmp_path):
     pytest.importorskip("ray")
     inp = tmp_path / "in"

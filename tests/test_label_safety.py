@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from test_label import label, manifest, render_folder, temp_files, tree
 
+from prnseg.image_io import image_header_size
 from prnseg.serve import label_writer, pipeline
-from prnseg.serve.image_io import image_header_size
 from prnseg.serve.pipeline import (DEFAULT_MAX_PIXELS, EXIT_SOME_FAILED, LabelError, LabelOptions, LabelStopped,
                                    _scan_outputs, label_folder, shard_of)
 
@@ -55,6 +55,7 @@ def one_line(proc) -> str:
 
 # -- without a model ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_image_size_comes_from_the_header():
     img = np.random.default_rng(0).integers(0, 255, (37, 53, 3), np.uint8)
     for ext, params in ((".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), (".webp", []),
@@ -72,13 +73,13 @@ def test_image_size_comes_from_the_header():
 
 
 def test_temp_cleanup_is_scoped_to_the_run_that_made_the_file(tmp_path, monkeypatch):
-    from prnseg.serve import image_io
+    from prnseg import atomic
 
     renamed = []
     real_replace = os.replace
-    monkeypatch.setattr(image_io.os, "replace", lambda a, b: (renamed.append(Path(a).name), real_replace(a, b)))
-    image_io.atomic_write_bytes(tmp_path / "labels" / "a.png", b"x", temp_tag=LabelOptions("i", tmp_path, "m",
-                                                                                           shard=(1, 2)).temp_tag)
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: (renamed.append(Path(a).name), real_replace(a, b)))
+    atomic.atomic_write_bytes(tmp_path / "labels" / "a.png", b"x", temp_tag=LabelOptions("i", tmp_path, "m",
+                                                                                         shard=(1, 2)).temp_tag)
     assert renamed[0].startswith(".a.png.lbl-shard-1-of-2.") and renamed[0].endswith(".tmp")
     monkeypatch.undo()
 
@@ -105,6 +106,7 @@ def test_max_pixels_is_validated_and_has_a_default():
 
 # -- on the exported model ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_output_folder_inside_a_relative_input_is_never_labelled(exported_model, tmp_path):
     render_folder(tmp_path / "in", 2)
     out = tmp_path / "in" / "out"  # relative INPUT_DIR, absolute OUT_DIR inside it
@@ -117,6 +119,7 @@ def test_output_folder_inside_a_relative_input_is_never_labelled(exported_model,
     assert len(manifest(out)) == 2 and len((out / "train.txt").read_text().splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_hostile_names_and_huge_images_are_refused_and_the_rest_labelled(exported_model, tmp_path):
     inp = tmp_path / "in"
     good = render_folder(inp, 3, hw=(48, 80))
@@ -143,7 +146,8 @@ def test_hostile_names_and_huge_images_are_refused_and_the_rest_labelled(exporte
         assert set(failures) == {b"caf\xe9.png", b"two\nlines.png", b"huge.png", b"damaged.png"}
         assert "not valid UTF-8; rename it" in failures[b"caf\xe9.png"]
         assert "line break" in failures[b"two\nlines.png"]
-        assert "20000x20000 is 400000000 pixels, more than the limit of 40000000 (--max-pixels)" in failures[b"huge.png"]
+        assert ("20000x20000 is 400000000 pixels, more than the limit of 40000000 (--max-pixels)"
+                in failures[b"huge.png"])
         assert "unreadable from its header" in failures[b"damaged.png"]
         report = json.loads((out / "report.json").read_text())
         assert report["counts"]["ok"] == 4 and report["counts"]["failed"] == 4
@@ -154,6 +158,7 @@ def test_hostile_names_and_huge_images_are_refused_and_the_rest_labelled(exporte
     assert proc.returncode == 1 and "more than the limit of 3000" in (tmp_path / "small" / "failures.jsonl").read_text()
 
 
+@pytest.mark.slow
 def test_resume_redoes_finished_outputs_that_no_longer_decode(exported_model, tmp_path):
     inp = tmp_path / "in"
     rels = render_folder(inp, 6)
@@ -209,6 +214,7 @@ def labelled_once(exported_model, tmp_path_factory):
     return root / "in", rels, root / "full"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EIO])
 def test_a_disk_error_stops_the_run_at_once_and_the_resume_is_byte_identical(exported_model, labelled_once, tmp_path,
                                                                                monkeypatch, code):
@@ -243,6 +249,7 @@ def test_a_disk_error_stops_the_run_at_once_and_the_resume_is_byte_identical(exp
     assert (out / "train.txt").read_text() == (full / "train.txt").read_text()
 
 
+@pytest.mark.slow
 def test_a_full_2mb_tmpfs_stops_with_status_2_then_resumes_byte_identical(exported_model, tmp_path):
     mnt = tmp_path / "small"
     if not can_mount_tmpfs(mnt, "size=2m"):

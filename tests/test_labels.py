@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from prnseg.serve import labels as L
+from prnseg import labels as L
 
 csl = pytest.importorskip("cityscapesscripts.helpers.labels", reason="cityscapesscripts not installed (dev extra)")
 

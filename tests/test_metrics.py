@@ -4,14 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from prnseg.serve.labels import CITYSCAPES_CLASSES, SYNTHIA_16_CLASSES, trainid_to_labelid
-from prnseg.training.metrics import (
-    BinaryDetectionStats,
-    ConfusionMatrix,
-    PseudoLabelQuality,
-    auroc_exact,
-    auroc_from_histograms,
-)
+from prnseg.labels import CITYSCAPES_CLASSES, SYNTHIA_16_CLASSES, trainid_to_labelid
+from prnseg.metrics import BinaryDetectionStats, ConfusionMatrix, auroc_exact, auroc_from_histograms
+from prnseg.training.metrics import PseudoLabelQuality
 
 
 def _random_pair(rng, shape=(24, 32), n_absent=(16, 17)):
@@ -55,6 +50,23 @@ def test_merge_equals_joint_update_and_subsets():
     assert joint.miou("synthia16") == pytest.approx(np.nanmean(iou[list(SYNTHIA_16_CLASSES)]))
     assert joint.to_dict()["per_class_iou"]["train"] is None
     assert ConfusionMatrix().to_dict()["miou"] is None
+
+
+def test_counts_made_elsewhere_add_up_as_updates_do():
+    """``add_counts`` (what ``prnseg label --gt`` sums from its manifests) equals updating/merging."""
+    rng = np.random.default_rng(1)
+    p, g = _random_pair(rng)
+    direct = ConfusionMatrix().update(p, g)
+    assert np.array_equal(ConfusionMatrix().add_counts(direct.counts.ravel()).counts, direct.counts)
+    with pytest.raises(ValueError, match="counts"):
+        ConfusionMatrix().add_counts(np.zeros(19 * 19))
+    s, t = rng.random(200), rng.random(200) < 0.3
+    a = BinaryDetectionStats(n_bins=16).update(s[:90], t[:90])
+    b = BinaryDetectionStats(n_bins=16).update(s[90:], t[90:])
+    summed = BinaryDetectionStats(n_bins=16).add_counts(a.tp, a.fp, a.fn, a.tn, a.pos_hist, a.neg_hist)
+    assert summed.merge(b).to_dict() == BinaryDetectionStats(n_bins=16).update(s, t).to_dict()
+    with pytest.raises(ValueError, match="bins"):
+        BinaryDetectionStats(n_bins=16).add_counts(pos_hist=np.zeros(8))
 
 
 def test_accepts_torch_tensors():
@@ -175,4 +187,5 @@ def test_pseudo_label_quality_kept_scores_labels_under_the_noise_mask():
     assert s["kept"]["miou"] == pytest.approx(1.0)
     assert s["kept"]["coverage"] == pytest.approx(2 / 4)
     half = PseudoLabelQuality(num_classes=3, noise_threshold=0.95).update(raw, refined, gt, noise).summary()
-    assert half["kept"]["coverage"] == pytest.approx(1.0) and half["kept"]["miou"] == pytest.approx(s["refined"]["miou"])
+    assert half["kept"]["coverage"] == pytest.approx(1.0)
+    assert half["kept"]["miou"] == pytest.approx(s["refined"]["miou"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 
+import pytest
 import torch
 
 from conftest import run_cli, tiny_train_args
@@ -36,6 +37,7 @@ def test_masked_view_is_zero_where_masked_and_the_loss_reaches_the_student():
     assert loss.item() > 0 and student.decode_head.classifier.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_training_with_mic_logs_its_loss(synth_root, tmp_path):
     out = tmp_path / "mic"
     run_cli(*tiny_train_args(synth_root, out, mode="self_training", iters=2,

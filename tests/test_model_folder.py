@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from prnseg.serve.model_spec import ArtefactIntegrityError, ModelSpecError, load_model_spec, safe_name
+from prnseg.model_spec import ArtefactIntegrityError, ModelSpecError, load_model_spec, safe_name
 from prnseg.serve.predictor import Predictor, _OrtRunner
 
 
@@ -90,7 +90,7 @@ def test_a_changed_artefact_refuses_the_model(exported_model, tmp_path):
 
 
 def test_a_tensorrt_plan_is_verified_before_tensorrt_sees_it(exported_model, tmp_path):
-    from prnseg.serve.model_spec import Bucket
+    from prnseg.model_spec import Bucket
     from prnseg.serve.trt_runtime import TensorRTRunner
 
     plan = b"a serialized engine is native code" * 100

@@ -12,7 +12,7 @@ import pytest
 from conftest import run_python_without_torch
 
 from prnseg.errors import PrnsegError
-from prnseg.serve.model_spec import ModelSpecError
+from prnseg.model_spec import ModelSpecError
 from prnseg.serve.predictor import (
     OUTPUT_NAMES,
     BackendError,

@@ -47,6 +47,7 @@ def _as_uint8(p: torch.Tensor) -> np.ndarray:
     return torch.round(p * 255.0).clamp(0, 255).to(torch.uint8).numpy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_refined_labels,t", [(True, 0.0), (True, 0.6), (False, 0.6)])
 def test_every_path_writes_the_same_labels_and_noise(tmp_path, use_refined_labels, t):
     from prnseg.export.onnx_export import count_layernorm_modules, export_pseudolabeler

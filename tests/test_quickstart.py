@@ -58,6 +58,7 @@ def resumed_quickstart(tmp_path_factory):
     return out, first, second
 
 
+@pytest.mark.slow
 def test_quickstart_interrupted_then_resumed(resumed_quickstart):
     out, (stdout, stderr, rc, reported), _ = resumed_quickstart
     assert rc == 130, stdout + stderr
@@ -103,6 +104,7 @@ def by_mode(cmds: list[list[str]]) -> dict[str, list[str]]:
     return {c[1]: c for c in cmds}
 
 
+@pytest.mark.slow
 def test_every_printed_next_command_runs(resumed_quickstart):
     """Each ``next:`` command of the quickstart runs as printed, and so do the ones that label,
     train and export print in turn (training shortened to 2 iterations, the demo stopped with
@@ -151,6 +153,7 @@ def _quickstart(*args, env=None):
                           text=True, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", **(env or {})})
 
 
+@pytest.mark.slow
 def test_a_device_that_is_not_there_is_refused_before_anything_is_written(tmp_path):
     out = tmp_path / "qs"
     for device, message in (("cuda", "--device cuda: PyTorch sees no CUDA GPU on this machine; use --device cpu "
@@ -162,6 +165,7 @@ def test_a_device_that_is_not_there_is_refused_before_anything_is_written(tmp_pa
         assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_plan_made_for_another_device_or_size_is_not_reused(tmp_path):
     from dataclasses import asdict
 

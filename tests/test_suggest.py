@@ -126,7 +126,8 @@ def test_suggest_txt_round_trips_into_training(suggested, synth_root):
                                     f"data.target_labeled.root={synth_root / 'cityscapes'}",
                                     f"data.target_labeled.list={lst}"])
     ds = build_labeled_target(cfg)
-    got = sorted(r.image.relative_to(synth_root / "cityscapes" / "leftImg8bit" / "train").as_posix() for r in ds.records)
+    train_dir = synth_root / "cityscapes" / "leftImg8bit" / "train"
+    got = sorted(r.image.relative_to(train_dir).as_posix() for r in ds.records)
     assert got == sorted(listed) and listed
 
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from prnseg.serve.image_io import read_image, read_label
-from prnseg.serve.labels import labelid_to_trainid
+from prnseg.image_io import read_image, read_label
+from prnseg.labels import labelid_to_trainid
 from prnseg.training.data.datasets import build_dataset
 from prnseg.training.data.synthetic import write_benchmark
 

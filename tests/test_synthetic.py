@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from prnseg.serve.labels import LABELID_TO_TRAINID, NUM_CLASSES, labelid_to_trainid
+from prnseg.labels import LABELID_TO_TRAINID, NUM_CLASSES, labelid_to_trainid
 from prnseg.training.data.synthetic import BICYCLE, MOTORCYCLE, _Scene, domain_style, render_scene
 
 W, H = 128, 64
@@ -207,6 +207,7 @@ def _thin_class_extent(version: int, n: int = 12) -> tuple[float, float]:
     return furniture, people
 
 
+@pytest.mark.slow
 def test_version_3_draws_thin_classes_larger_and_version_2_stays_reachable(tmp_path):
     """Version 3 (the calibrated benchmark) keeps poles, signs, lights and people near enough to
     learn; version 2 renders as it did, so numbers measured on it can be reproduced."""
@@ -258,6 +259,7 @@ def test_out_must_be_a_new_folder(tmp_path):
     assert (foreign / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_a_previous_benchmark(tmp_path):
     out = tmp_path / "b"
     assert synth(out, "--source", 4, "--target", 1, "--val", 0, "--size", f"{H}x{W}", "--workers", 1).returncode == 0

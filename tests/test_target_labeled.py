@@ -44,6 +44,7 @@ def test_only_the_listed_target_labels_are_ever_opened(synth_root, tmp_path, mon
     assert set(target_labels) <= allowed
 
 
+@pytest.mark.slow
 def test_student_and_prn_learn_from_the_labelled_images(synth_root, tmp_path):
     lst = tmp_path / "suggest.txt"
     lst.write_text(LISTED[0] + "\n")

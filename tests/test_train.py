@@ -24,6 +24,7 @@ EXPECTED_TERMS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["source_only", "self_training", "prn"])
 def test_each_mode_trains_logs_every_term_and_checkpoints(synth_root, tmp_path, mode):
     out = tmp_path / mode
@@ -40,20 +41,22 @@ def test_each_mode_trains_logs_every_term_and_checkpoints(synth_root, tmp_path, 
     assert (out / "config.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_prn_noise_mask_only_variant_trains(synth_root, tmp_path):
     out = tmp_path / "mask_only"
     run_cli(*tiny_train_args(synth_root, out, mode="prn", iters=2, extra=["prn.use_refined_labels=false"]))
     assert load_checkpoint(out / "last.pt")["config"]["prn"]["use_refined_labels"] is False
 
 
+@pytest.mark.slow
 def test_prn_target_consistency_without_features_trains_evaluates_and_exports(synth_root, tmp_path):
     """The noise head learning from target label consistency, reading only class probabilities."""
     import numpy as np
     import onnxruntime as ort
 
     from prnseg.export import export_model
-    from prnseg.serve.image_io import list_images, read_image
-    from prnseg.serve.model_spec import PSEUDOLABELER_OUTPUTS, load_model_spec
+    from prnseg.image_io import list_images, read_image
+    from prnseg.model_spec import PSEUDOLABELER_OUTPUTS, load_model_spec
     from prnseg.training.data.transforms import build_test_pipeline
     from prnseg.training.evaluate import image_pseudo_labels
     from prnseg.training.loading import load_checkpoint_model
@@ -83,6 +86,7 @@ def test_prn_target_consistency_without_features_trains_evaluates_and_exports(sy
     assert np.abs(o["noise_prob"][0] / 255.0 - written.noise_prob.numpy()).max() < 0.6 / 255
 
 
+@pytest.mark.slow
 def test_training_never_reads_target_train_labels(synth_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(synth_root, root)
@@ -98,6 +102,7 @@ def _cfg(root, iters, mode="prn"):
         "train.checkpoint_every=100", "prn.start_iter=1", "uda.contrastive.max_samples=256"])
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(synth_root, tmp_path):
     from prnseg.training.trainer import UDATrainer
 
@@ -122,6 +127,7 @@ def test_resume_continues_exactly(synth_root, tmp_path):
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_model_config(synth_root, tmp_path):
     run_cli(*tiny_train_args(synth_root, tmp_path / "r", mode="prn", iters=1))
     args = tiny_train_args(synth_root, tmp_path / "r", mode="self_training", iters=2) + ["--resume"]
@@ -129,6 +135,7 @@ def test_resume_refuses_a_different_model_config(synth_root, tmp_path):
     assert proc.returncode == 2 and "different 'uda' config" in proc.stderr
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume(synth_root, tmp_path):
     out = tmp_path / "killed"
     args = tiny_train_args(synth_root, out, mode="prn", iters=40)
@@ -160,6 +167,7 @@ def prn_checkpoint(synth_root, tmp_path_factory):
     return out / "last.pt"
 
 
+@pytest.mark.slow
 def test_eval_prints_and_writes_metrics(synth_root, prn_checkpoint, tmp_path):
     js = tmp_path / "m.json"
     proc = run_cli("eval", prn_checkpoint, "--data", synth_root / "cityscapes", "--json", js,
@@ -178,6 +186,7 @@ def test_eval_prints_and_writes_metrics(synth_root, prn_checkpoint, tmp_path):
     assert pl["written_at"]["1.01"]["miou"] == pl["raw"]["miou"] and pl["written_at"]["1.01"]["relabelled"] == 0
 
 
+@pytest.mark.slow
 def test_eval_errors_are_one_line(synth_root, prn_checkpoint, tmp_path):
     proc = run_cli("eval", prn_checkpoint, "--data", tmp_path / "missing", check=False)
     assert proc.returncode == 2 and str(tmp_path / "missing") in proc.stderr
@@ -204,6 +213,7 @@ def test_missing_dataset_root_is_one_line(tmp_path):
     assert proc.stderr.strip().count("\n") == 0
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_cpu(synth_root, tmp_path):
     """torchrun with the gloo backend: gradients all-reduced, replicas (student, EMA teacher, PRN)
     checked identical at every checkpoint, rank 0 writes."""
@@ -222,6 +232,7 @@ def test_ddp_two_processes_on_cpu(synth_root, tmp_path):
     assert state["step"] == 2 and "prn" in state and "teacher" in state
 
 
+@pytest.mark.slow
 def test_imagenet_feature_distance_needs_and_uses_pretrained_weights(synth_root, tmp_path):
     from transformers import SegformerModel
 
@@ -243,6 +254,7 @@ def test_imagenet_feature_distance_needs_and_uses_pretrained_weights(synth_root,
     assert float(rows[0]["feature_distance"]) == 0.0 and float(rows[1]["feature_distance"]) > 0
 
 
+@pytest.mark.slow
 def test_warm_start_from_a_source_only_checkpoint(synth_root, prn_checkpoint, tmp_path):
     from prnseg.training.trainer import UDATrainer
 

@@ -40,6 +40,7 @@ def test_out_of_range_values_are_one_line_cli_errors(tmp_path):
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(synth_root, tmp_path):
     out = tmp_path / "run"
     # an absurd learning rate: iteration 1 is computed from sane weights, iteration 2 from overflowed ones;
@@ -68,6 +69,7 @@ def tensors(tree, key=""):
             yield from tensors(v, f"{key}.{k}")
 
 
+@pytest.mark.slow
 def test_resume_logs_each_step_once(synth_root, tmp_path):
     out = tmp_path / "run"
     run_cli(*tiny_train_args(synth_root, out, "source_only", iters=2))
@@ -108,6 +110,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 def test_a_kill_inside_a_checkpoint_write_keeps_the_previous_one_and_resumes_exactly(synth_root, tmp_path):
     import subprocess
     import sys

@@ -17,7 +17,7 @@ from typing import NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
-from prnseg.serve.labels import IGNORE_INDEX
+from prnseg.labels import IGNORE_INDEX
 
 IMAGENET_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
 IMAGENET_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)

@@ -7,15 +7,14 @@ included), so no pickle from a user's file is ever executed.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from prnseg.atomic import atomic_writer
 from prnseg.errors import PrnsegError
 
 FORMAT_VERSION = 1
@@ -28,19 +27,8 @@ class CheckpointError(PrnsegError):
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """Write to a temporary file in the same folder, fsync, then rename: a crash at any moment
     leaves either the old checkpoint or the new one, never a truncated file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_writer(path, fsync=True) as f:
+        torch.save({"format_version": FORMAT_VERSION, **state}, f)
 
 
 #: torch.load(weights_only=True) can be made to run code by a crafted file up to torch 2.5.1

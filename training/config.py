@@ -9,8 +9,10 @@ reference quirk is a named flag whose default is the reference behaviour.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -370,9 +372,25 @@ def parse_override(text: str) -> tuple[list[str], object]:
     return key.strip().split("."), value
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    for text in overrides:
-        keys, value = parse_override(text)
+def _plain(value):
+    """A Python value as YAML would give it: paths as strings, tuples as lists."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def apply_overrides(data: dict, overrides: Mapping[str, object] | Iterable[str]) -> dict:
+    """``key.sub=value`` strings (the value read as YAML, as ``--set`` gives them), or a mapping of
+    dotted keys to Python values (``{"train.iters": 200, "data.crop": (256, 256)}``), into ``data``."""
+    if isinstance(overrides, Mapping):
+        items = [(str(k), str(k).split("."), _plain(v)) for k, v in overrides.items()]
+    else:
+        items = [(text, *parse_override(text)) for text in ([overrides] if isinstance(overrides, str) else overrides)]
+    for text, keys, value in items:
         node = data
         for k in keys[:-1]:
             node = node.setdefault(k, {})
@@ -406,19 +424,48 @@ def _read_yaml(name_or_path: str, seen: tuple = ()) -> dict:
     return data
 
 
-def load_config(name_or_path: str | None = None, overrides: list[str] | tuple = ()) -> Config:
+def load_config(name_or_path: str | None = None, overrides: Mapping[str, object] | Iterable[str] = ()) -> Config:
     """Load a shipped config by name or a YAML file (``base: NAME`` inherits another), then
-    apply ``key=value`` overrides."""
+    apply overrides: ``key=value`` strings or a mapping of dotted keys (:func:`apply_overrides`)."""
     data: dict = {}
     if name_or_path:
         data = _read_yaml(name_or_path)
         data.setdefault("name", resolve_config_path(name_or_path).stem)
-    data = apply_overrides(data, list(overrides))
+    data = apply_overrides(data, overrides)
     return check_ranges(_build(Config, migrate_sizes(data, notice=True), ""))
 
 
 def config_from_dict(data: dict) -> Config:
     return check_ranges(_build(Config, migrate_sizes(data), ""))
+
+
+def _check_attributes(obj, prefix: str) -> None:
+    """No attribute of a config section that is not one of its keys (``cfg.uda.mdoe = ...``)."""
+    names = {f.name for f in dataclasses.fields(obj)}
+    unknown = sorted(set(vars(obj)) - names)
+    if unknown:
+        where = f"under '{prefix.rstrip('.')}'" if prefix else "at the top level"
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; valid keys {where}: {', '.join(sorted(names))}")
+    for name in names:
+        value = getattr(obj, name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            _check_attributes(value, f"{prefix}{name}.")
+
+
+def check_config(cfg: Config) -> Config:
+    """A Config built or edited in Python, checked as a YAML file is: an attribute that is no
+    config key, a wrongly typed value, a choice or a value out of range is a ConfigError naming the
+    key. Returns a new, checked Config (paths as strings, tuples as lists)."""
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"expected a training Config (prnseg.api.load_config), got {type(cfg).__name__}")
+    _check_attributes(cfg, "")
+    return config_from_dict(_plain(dataclasses.asdict(cfg)))
+
+
+def override_config(cfg: Config, overrides: Mapping[str, object] | Iterable[str]) -> Config:
+    """A new, checked Config: ``cfg`` with ``overrides`` (as :func:`load_config` takes them) applied."""
+    data = apply_overrides(_plain(dataclasses.asdict(check_config(cfg))), overrides)
+    return check_ranges(_build(Config, migrate_sizes(data, notice=True), ""))
 
 
 def migrate_sizes(data: dict, notice: bool = False) -> dict:
@@ -446,6 +493,6 @@ def migrate_sizes(data: dict, notice: bool = False) -> dict:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    from prnseg.serve.image_io import atomic_write_bytes
+    from prnseg.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())

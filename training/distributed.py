@@ -8,6 +8,9 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 
+from prnseg.devices import resolve_device
+from prnseg.errors import ConfigError
+
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -26,9 +29,11 @@ def is_main() -> bool:
 
 
 def select_device(spec: str = "auto") -> torch.device:
-    """``auto``: this rank's GPU when CUDA is available, else the CPU."""
+    """``auto``: this rank's GPU when CUDA is available, else the CPU; anything else is checked by
+    :func:`prnseg.devices.resolve_device` (a one-line error for a device that is not here)."""
     if spec != "auto":
-        return torch.device(spec)
+        resolve_device(spec, error=ConfigError)
+        return torch.device(str(spec).strip().lower())
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank())
     return torch.device("cpu")

@@ -74,8 +74,9 @@ def ema_alpha(step: int, alpha: float) -> float:
 class EMATeacher:
     """A frozen EMA copy of a student network (DDP/compile wrappers are unwrapped).
 
-    Keeps a reference to the student so ``update(step)`` needs nothing else. Not an ``nn.Module`` on purpose: the teacher's parameters must never reach an optimiser
-    or a DDP wrapper that iterates the trainer's modules. Call it like the module it wraps.
+    Keeps a reference to the student so ``update(step)`` needs nothing else. Not an ``nn.Module``
+    on purpose: the teacher's parameters must never reach an optimiser or a DDP wrapper that
+    iterates the trainer's modules. Call it like the module it wraps.
     """
 
     def __init__(

@@ -14,14 +14,17 @@ import torch
 import torch.nn.functional as F
 
 from dataclasses import replace
+from functools import partial
 
 from prnseg.errors import PrnsegError
+from prnseg.formatting import pct
+from prnseg.metrics import ConfusionMatrix
 from prnseg.training.checkpoint import load_checkpoint
 from prnseg.training.data.builder import build_eval_dataset, val_dataset_config
 from prnseg.training.data.transforms import build_test_pipeline
 from prnseg.training.distributed import select_device
 from prnseg.training.loading import load_checkpoint_model
-from prnseg.training.metrics import ConfusionMatrix, PseudoLabelQuality
+from prnseg.training.metrics import PseudoLabelQuality
 from prnseg.training.models.segmentor import pad_to_multiple
 from prnseg.training.prn_step import PRNStep, PseudoLabels
 from prnseg.training.pseudo_labels import written_labels
@@ -49,7 +52,8 @@ def run_networks(model, prn, rgb: np.ndarray, pipeline, device, out_hw=None, amp
     x = _prepare(rgb, pipeline, device)
     resized_hw = x.shape[-2:]
     xp, pad = pad_to_multiple(x, model.output_stride)
-    ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else torch.autocast(device.type, enabled=False)
+    ctx = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
+           else torch.autocast(device.type, enabled=False))
     with ctx:
         out = model(xp)
         if prn is not None:
@@ -181,8 +185,7 @@ def evaluate_checkpoint_models(trainer, progress=False) -> dict:
     return metrics
 
 
-def _pct(v) -> str:
-    return "  n/a" if v is None else f"{100 * v:5.1f}"
+_pct = partial(pct, width=5)  # the table's column: " 45.7", "  n/a"
 
 
 def format_metrics(m: dict) -> str:

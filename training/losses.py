@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prnseg.serve.labels import IGNORE_INDEX, NUM_CLASSES
+from prnseg.labels import IGNORE_INDEX, NUM_CLASSES
 
 CE_REDUCTION_MODES = ("all_pixels", "valid_pixels")
 PSEUDO_WEIGHT_MODES = ("batch_ratio", "per_pixel")

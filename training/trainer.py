@@ -104,7 +104,8 @@ class UDATrainer:
         if self.mode == "prn":
             self.prn = create_prn_from_config(self.student, cfg.prn).to(self.device)
             if cfg.uda.contrastive.enabled:
-                self.proj = ProjectionHead(self.student.decode_head.channels, cfg.uda.contrastive.proj_channels).to(self.device)
+                self.proj = ProjectionHead(self.student.decode_head.channels,
+                                           cfg.uda.contrastive.proj_channels).to(self.device)
         from prnseg.training.data.builder import build_labeled_target
 
         self.labeled_target = build_labeled_target(cfg)
@@ -331,7 +332,8 @@ class UDATrainer:
                     fdc = uda.feature_distance
                     with torch.no_grad():
                         imnet_feat = self.imnet(x_s)[-1]
-                    loss_fd = feature_distance_loss(out_s.features[-1], imnet_feat, y_s, fdc.classes, fdc.scale_min_ratio)
+                    loss_fd = feature_distance_loss(out_s.features[-1], imnet_feat, y_s, fdc.classes,
+                                                    fdc.scale_min_ratio)
                     loss = loss + w.feature_distance * loss_fd
                     log["feature_distance"] = loss_fd.detach()
                 if self.proj is not None:
@@ -512,7 +514,7 @@ class UDATrainer:
     def _trim_logs(self) -> None:
         """Drop log rows after the step this run starts from: a resumed run logs those steps again
         (from the checkpoint's state), so each step appears once in metrics.csv and eval.jsonl."""
-        from prnseg.serve.image_io import atomic_write_bytes
+        from prnseg.atomic import atomic_write_bytes
 
         def step_of(line: str, csv_row: bool) -> int | None:
             try:
@@ -538,7 +540,7 @@ class UDATrainer:
         """Speed and memory of this run, for benchmarks: the median step time skips warm-up noise."""
         import resource
 
-        from prnseg.serve.image_io import atomic_write_bytes
+        from prnseg.atomic import atomic_write_bytes
 
         summary = {
             "mode": self.mode, "step": self.step, "device": str(self.device),

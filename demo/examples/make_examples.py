@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prnseg.serve.image_io import atomic_write_bytes, encode_image
+from prnseg.atomic import atomic_write_bytes
+from prnseg.image_io import encode_image
 from prnseg.training.data.synthetic import image_seed, render_scene
 
 SEED = 7

@@ -13,8 +13,9 @@ a GPU are present) and measures, per backend and precision:
 
 PyTorch eager runs ``export.graphs.PseudoLabeler``, the module the export traces and its parity
 gate compares against, so every backend computes the same thing. The training part times a few
-``UDATrainer`` steps of ``self_training`` and ``prn`` in separate ``prnseg train`` processes (so
-each one's peak memory is its own) and reads their ``summary.json``.
+``UDATrainer`` steps of ``self_training`` and ``prn``, each a ``prnseg.api.train`` call in a fresh
+interpreter (``api.run_isolated``, so each one's peak memory is its own), and reads their
+``summary.json``. ``prnseg.api.bench(settings)`` runs it all from Python.
 
 Results go to ``OUT/bench.json`` and ``OUT/bench.md`` (rewritten atomically after every step, so
 an interrupted run keeps what it measured). Nothing is faked: a backend that cannot run here is

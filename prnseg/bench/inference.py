@@ -80,7 +80,7 @@ def runtime_variants(s: Settings, target: Target) -> list[tuple[str, str, dict, 
         _, reason = tensorrt_state(s)
         precisions = ["fp16"] if s.fp16 and (target.fp16_ready or s.model is not None) else ["fp32"]
         if reason is None:
-            from prnseg.serve.model_spec import load_model_spec
+            from prnseg.model_spec import load_model_spec
 
             plans = load_model_spec(target.model_dir).artefacts.get("tensorrt") or []  # --model: s.model
             if not plans and s.model is not None:

@@ -79,7 +79,7 @@ def write_e2e_images(images: list[np.ndarray], folder: Path) -> Path:
     as Cityscapes' 2048x1024 into a 1024x512 bucket)."""
     import cv2
 
-    from prnseg.serve.image_io import write_image
+    from prnseg.image_io import write_image
 
     folder.mkdir(parents=True, exist_ok=True)
     for i, rgb in enumerate(images):

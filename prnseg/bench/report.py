@@ -55,7 +55,7 @@ class Results:
         }
 
     def save(self) -> None:
-        from prnseg.serve.image_io import atomic_write_bytes
+        from prnseg.atomic import atomic_write_bytes
 
         doc = self.doc()
         self.settings.out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from prnseg.bench.inference import bench_target
 from prnseg.bench.machine import machine_info
 from prnseg.bench.measure import render_images, write_e2e_images
 from prnseg.bench.progress import Progress, plan_weights
-from prnseg.bench.report import Results, print_summary
+from prnseg.bench.report import Results
 from prnseg.bench.settings import Settings, settings_from_args
 from prnseg.bench.targets import build_random_target, model_target
 from prnseg.bench.training import bench_training
@@ -27,8 +27,15 @@ WORK_MARKER = ".prnseg-bench-work"
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    """Measure everything the arguments ask for, writing the report as it goes; print a summary."""
-    s = settings_from_args(args)
+    """``prnseg bench``: the arguments' settings, measured by :func:`prnseg.api.bench`."""
+    from prnseg import api
+
+    api.bench(settings_from_args(args))
+    return 0
+
+
+def measure(s: Settings) -> Results:
+    """Measure everything ``s`` asks for, writing the report as it goes."""
     import torch
 
     if s.threads:
@@ -48,8 +55,7 @@ def run_bench(args: argparse.Namespace) -> int:
     finally:
         if not s.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print_summary(results)
-    return 0
+    return results
 
 
 def _log(msg: str) -> None:
@@ -60,7 +66,7 @@ def _plan_targets(s: Settings) -> list[tuple[str, tuple[int, int]]]:
     """(arch, size) of every target; with ``--model``, checks the sizes and batches against it first."""
     if s.model is None:
         return [(a, hw) for a in s.archs for hw in s.sizes]
-    from prnseg.serve.model_spec import load_model_spec
+    from prnseg.model_spec import load_model_spec
 
     spec = load_model_spec(s.model)
     buckets = [(b.height, b.width) for b in spec.buckets]

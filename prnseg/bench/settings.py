@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prnseg import sizes
-from prnseg.bench.device import resolve_device
 from prnseg.bench.errors import BenchError
 from prnseg.bench.measure import AUTO_MIN_SECONDS
 from prnseg.checks import check_checkpoint, check_model_dir
+from prnseg.devices import resolve_device
 
 DEFAULT_ARCHS = ("mit_b0", "mit_b5")
 # The Cityscapes test scale on every device. On a 2-core CPU the default run takes ~5.5 min when
@@ -112,7 +112,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         check_checkpoint(args.checkpoint, "--checkpoint")
     from prnseg.training.models.factory import ENCODERS
 
-    device = resolve_device(args.device)
+    device = str(resolve_device(args.device, error=BenchError))    # cpu or cuda:N
     cuda = device.startswith("cuda")
     archs = list(args.arch or (QUICK["arch"] if args.quick else DEFAULT_ARCHS))
     for a in archs:

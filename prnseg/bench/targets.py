@@ -49,7 +49,7 @@ def _write_calibration(folder: Path, hw: tuple[int, int]) -> Path:
     """One labelled synthetic scene in the images/ + labels/ layout: the export's parity gate on one
     image instead of its default four keeps big encoders' exports short (the bench measures parity
     on its own images anyway)."""
-    from prnseg.serve.image_io import write_image, write_palette_png
+    from prnseg.image_io import write_image, write_palette_png
     from prnseg.training.data.synthetic import render_scene
 
     h, w = hw
@@ -91,7 +91,7 @@ def build_random_target(arch: str, hw: tuple[int, int], s: Settings, work: Path,
     h, w = hw
     name = f"{arch}_{h}x{w}"
     base = "synthetic" if arch == "tiny" else "gta2cityscapes"
-    cfg = load_config(base, [f"model.arch={arch}", "model.pretrained=", "uda.mode=prn", f"data.val.size=[{h},{w}]"])
+    cfg = load_config(base, {"model.arch": arch, "model.pretrained": "", "uda.mode": "prn", "data.val.size": [h, w]})
     torch.manual_seed(0)
     model = create_model_from_config(cfg.model, pretrained=False).eval()
     prn = create_prn_from_config(model, cfg.prn).eval()
@@ -131,7 +131,7 @@ def build_random_target(arch: str, hw: tuple[int, int], s: Settings, work: Path,
     ckpt.unlink()
     if "pytorch" in s.backends:
         from prnseg.export.graphs import PseudoLabeler
-        from prnseg.serve.model_spec import load_model_spec
+        from prnseg.model_spec import load_model_spec
 
         spec = load_model_spec(out)
         target.labeler = PseudoLabeler(model, prn, spec.mean, spec.std, spec.noise_threshold,
@@ -142,7 +142,7 @@ def build_random_target(arch: str, hw: tuple[int, int], s: Settings, work: Path,
 
 def model_target(s: Settings, hw: tuple[int, int], log) -> Target:
     """``--model DIR`` at one of its buckets; PyTorch from ``--checkpoint`` when given."""
-    from prnseg.serve.model_spec import load_model_spec
+    from prnseg.model_spec import load_model_spec
 
     spec = load_model_spec(s.model)
     arch = str(spec.raw.get("checkpoint", {}).get("arch", "model"))

@@ -1,7 +1,8 @@
 """The training part: step time and peak memory of ``self_training`` vs ``prn``.
 
-Each mode runs in its own ``prnseg train`` process, so that its peak memory is its own and not
-the bench process's, which has held every model benchmarked before it.
+Each mode is a :func:`prnseg.api.train` call in its own fresh interpreter
+(:func:`prnseg.api.run_isolated`), so that its peak memory is its own and not the bench
+process's, which has held every model benchmarked before it.
 """
 
 from __future__ import annotations
@@ -9,30 +10,26 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from prnseg.bench.settings import Settings
+from prnseg.errors import PrnsegError
 
 PEAK_FILE = "peak_memory.json"
-# ``prnseg train`` in a child process that then records its own peak RSS. The kernel's VmHWM of
-# the new process image is used, not the summary's ru_maxrss: a child started by vfork/exec
-# inherits the spawning process's high-water mark in ru_maxrss (here: every model benchmarked).
-TRAIN_ENTRY = "import sys; from prnseg.bench.training import train_entry; sys.exit(train_entry(sys.argv[1:]))"
 
 
-def train_entry(argv: list[str]) -> int:
-    """Run ``prnseg ARGV`` (a train command with ``--out DIR``), then write ``DIR/peak_memory.json``."""
-    from prnseg.cli import main
-    from prnseg.serve.image_io import atomic_write_bytes
+def train_and_record_peak(config, out: Path) -> None:
+    """In the child: :func:`prnseg.api.train`, then ``OUT/peak_memory.json`` with this process's own
+    peak RSS. The kernel's VmHWM of the new process image is used, not the summary's ru_maxrss: a
+    child started by vfork/exec inherits the spawning process's high-water mark in ru_maxrss (here:
+    every model benchmarked)."""
+    from prnseg import api
+    from prnseg.atomic import atomic_write_bytes
 
-    rc = main(argv)
+    api.train(config, out, progress=False)
     hwm = _proc_status_mb("VmHWM")
-    if rc == 0 and hwm is not None:
-        out = Path(argv[argv.index("--out") + 1])
-        atomic_write_bytes(out / PEAK_FILE, json.dumps({"vm_hwm_mb": hwm}).encode())
-    return rc
+    if hwm is not None:
+        atomic_write_bytes(Path(out) / PEAK_FILE, json.dumps({"vm_hwm_mb": hwm}).encode())
 
 
 def _proc_status_mb(field_name: str) -> float | None:
@@ -44,8 +41,9 @@ def _proc_status_mb(field_name: str) -> float | None:
 
 
 def bench_training(s: Settings, work: Path, log) -> dict:
-    """Median step time and peak memory of ``self_training`` and ``prn``, each in its own
-    ``prnseg train`` process on a tiny synthetic set (step time from its ``summary.json``)."""
+    """Median step time and peak memory of ``self_training`` and ``prn``, each trained in its own
+    process on a tiny synthetic set (step time from its ``summary.json``)."""
+    from prnseg import api
     from prnseg.training.data.synthetic import write_benchmark
 
     crop = s.train_crop
@@ -59,22 +57,22 @@ def bench_training(s: Settings, work: Path, log) -> dict:
               "steps": s.train_steps, "device": s.device, "modes": {}}
     for mode in ("self_training", "prn"):
         out = work / f"train_{mode}"
-        sets = [f"data.source.root={data / 'gta'}", f"data.target.root={data / 'cityscapes'}",
-                f"data.val.root={data / 'cityscapes'}", f"data.source.size=[{h},{w}]",
-                f"data.target.size=[{h},{w}]", f"data.val.size=[{h},{w}]", f"data.crop=[{crop},{crop}]",
-                "data.workers=0", f"model.arch={s.train_arch}", f"uda.mode={mode}", f"train.iters={s.train_steps}",
-                "train.eval_every=0", f"train.checkpoint_every={s.train_steps}", f"train.log_every={s.train_steps}",
-                f"train.device={s.device}", "train.batch_size=2", "prn.start_iter=0"]
-        if s.threads:
-            sets.append(f"train.threads={s.threads}")
-        argv = ["train", "--config", config, "--out", str(out), "--no-progress",
-                *[a for kv in sets for a in ("--set", kv)]]
-        proc = subprocess.run([sys.executable, "-c", TRAIN_ENTRY, *argv], capture_output=True, text=True)
+        cfg = api.load_config(config, {
+            "data.source.root": data / "gta", "data.target.root": data / "cityscapes",
+            "data.val.root": data / "cityscapes", "data.source.size": [h, w], "data.target.size": [h, w],
+            "data.val.size": [h, w], "data.crop": [crop, crop], "data.workers": 0, "model.arch": s.train_arch,
+            "uda.mode": mode, "train.iters": s.train_steps, "train.eval_every": 0,
+            "train.checkpoint_every": s.train_steps, "train.log_every": s.train_steps, "train.device": s.device,
+            "train.batch_size": 2, "prn.start_iter": 0, **({"train.threads": s.threads} if s.threads else {})})
         summary_path = out / "summary.json"
-        if proc.returncode != 0 or not summary_path.is_file():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            result["modes"][mode] = {"status": "failed", "reason": tail[0][:300]}
-            log(f"      training {mode} failed: {tail[0][:300]}")
+        try:  # its output goes to a log next to the run (removed with the work folder)
+            api.run_isolated(train_and_record_peak, cfg, out, output_file=work / f"train_{mode}.log")
+            reason = None if summary_path.is_file() else f"{summary_path}: not written"
+        except PrnsegError as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if reason is not None:
+            result["modes"][mode] = {"status": "failed", "reason": reason[:300]}
+            log(f"      training {mode} failed: {reason[:300]}")
             continue
         summ = json.loads(summary_path.read_text())
         hwm = json.loads((out / PEAK_FILE).read_text()) if (out / PEAK_FILE).is_file() else {}

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from prnseg.errors import ConfigError, DatasetError
-from prnseg.serve.image_io import IMAGE_EXTENSIONS, read_image, read_trainids
+from prnseg.image_io import IMAGE_EXTENSIONS, read_image, read_trainids
 from prnseg.training.data.transforms import Compose, Normalize
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from prnseg.atomic import atomic_write_bytes
 from prnseg.errors import ConfigError, DatasetError
-from prnseg.serve.image_io import atomic_write_bytes
-from prnseg.serve.labels import NUM_CLASSES
+from prnseg.labels import NUM_CLASSES
 
 log = logging.getLogger("prnseg")
 

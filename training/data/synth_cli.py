@@ -58,27 +58,11 @@ def run(args: argparse.Namespace) -> int:
     if h > w:
         print(f"prnseg synth: note: --size {h}x{w} is HEIGHTxWIDTH: portrait images {w} wide and {h} high "
               f"(street scenes are usually wider: --size {w}x{h})", file=sys.stderr)
-    from prnseg.training.data.synthetic import SYNTH_VERSION, write_benchmark
+    from prnseg import api
 
-    info = write_benchmark(args.out, args.source, args.target, args.val, size=(w, h), seed=args.seed,
-                           night=args.night, preview=args.preview, workers=args.workers,
-                           progress=True, gap=args.gap, overwrite=args.overwrite,
-                           version=SYNTH_VERSION if args.version is None else args.version)
-    c = info["counts"]
-    w, h = info["size"]
-    tname = "Dark Zurich night" if info["night"] else "Cityscapes"
-    print(f"wrote the synthetic benchmark to {info['out']} ({h}x{w} HxW, seed {info['seed']}, gap {info['gap']:g}, "
-          f"generator version {info['version']})")
-    print(f"  source  {info['layouts']['source']}  GTA5 layout: {c['source']} images + labelIds "
-          f"({info['classes_present']['source/train']}/19 classes)")
-    tkey = "night" if info["night"] else "target"
-    print(f"  target  {info['layouts']['target']}  {tname} layout: train {c['target']} "
-          f"(labels only to score pseudo-labels), val {c['val']} with labels "
-          f"({info['classes_present'][f'{tkey}/train']}/19 classes)")
-    if info["preview"]:
-        print(f"  preview {info['preview']}")
-    print(f"  {info['images']} images, {info['files']} files in {info['seconds']:.1f} s "
-          f"({info['images_per_second']:.1f} images/s, {info['workers']} worker(s))")
+    info = api.synth(args.out, source=args.source, target=args.target, val=args.val, size=(h, w), seed=args.seed,
+                     night=args.night, gap=args.gap, version=args.version, preview=args.preview,
+                     workers=args.workers, overwrite=args.overwrite, progress=True)
     nxt = NEXT_COMMAND_NIGHT if info["night"] else NEXT_COMMAND
     print(f"next: {nxt.format(out=info['out'])}")
     return 0

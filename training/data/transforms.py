@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Sequence
 import cv2
 import numpy as np
 
-from prnseg.serve.labels import IGNORE_INDEX
+from prnseg.labels import IGNORE_INDEX
 
 IMG_MEAN = (123.675, 116.28, 103.53)
 IMG_STD = (58.395, 57.12, 57.375)

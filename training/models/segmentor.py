@@ -25,7 +25,8 @@ def padded_size(height: int, width: int, multiple: int = 32) -> tuple[int, int]:
     return height + (-height) % multiple, width + (-width) % multiple
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int = 32, value: float = 0.0) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+def pad_to_multiple(x: torch.Tensor, multiple: int = 32,
+                    value: float = 0.0) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
     """Pad the bottom and right of a ... x H x W tensor to multiples of ``multiple``.
 
     Returns the padded tensor and the pad in ``F.pad`` order (left, right, top, bottom). With

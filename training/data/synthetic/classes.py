@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prnseg.serve.labels import IGNORE_INDEX, NUM_CLASSES
+from prnseg.labels import IGNORE_INDEX, NUM_CLASSES
 
 (ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY, PERSON,
  RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE) = range(NUM_CLASSES)

@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 
 from prnseg.errors import ConfigError
-from prnseg.serve.image_io import read_image, read_label, write_image
-from prnseg.serve.labels import colorize, labelid_to_trainid
+from prnseg.image_io import read_image, read_label, write_image
+from prnseg.labels import colorize, labelid_to_trainid
 
 from .paths import benchmark_paths
 

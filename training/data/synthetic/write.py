@@ -16,9 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from prnseg.atomic import atomic_write_bytes
 from prnseg.errors import ConfigError
-from prnseg.serve.image_io import atomic_write_bytes, encode_image, write_image
-from prnseg.serve.labels import CITYSCAPES_CLASSES, NUM_CLASSES, trainid_to_labelid
+from prnseg.image_io import encode_image, write_image
+from prnseg.labels import CITYSCAPES_CLASSES, NUM_CLASSES, trainid_to_labelid
 
 from .classes import VOID
 from .layout import SYNTH_VERSION, domain_style, geometry

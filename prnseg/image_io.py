@@ -2,23 +2,23 @@
 
 Images come back as RGB uint8 (H, W, 3) whatever is on disk (grayscale, RGBA, 16-bit); every
 failure is an :class:`ImageReadError` naming the file and the reason. Every write is atomic:
-encode in memory, write a temporary file in the same folder, then rename, so a reader (or a
-re-run after a crash) never sees half a file.
+encode in memory, then :func:`prnseg.atomic.atomic_write_bytes` (a temporary file in the same
+folder, then a rename), so a reader (or a re-run after a crash) never sees half a file.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from prnseg.atomic import atomic_write_bytes
 from prnseg.errors import ConfigError, DatasetError, ImageReadError
-from prnseg.serve.labels import (
+from prnseg.labels import (
     CITYSCAPES_PALETTE,
     IGNORE_INDEX,
     NUM_CLASSES,
@@ -273,55 +273,6 @@ def read_trainids(path: str | os.PathLike, label_format: str = "trainIds",
     if arr.dtype not in (np.uint8, np.uint16):
         raise ImageReadError(p, f"label has dtype {arr.dtype}; expected an 8- or 16-bit id map")
     return lut[arr]
-
-
-def _file_mode() -> int:
-    """The permissions ``open()`` would give a new file (mkstemp's own are 0600)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _file_mode()
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    """Make a rename in folder ``path`` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = False, temp_tag: str = "") -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
-
-    ``fsync`` flushes the file to the disk before the rename (the folder is the caller's to
-    sync, once for many files), so a power cut never leaves a named but empty file.
-    ``temp_tag`` goes into the temporary name (``.NAME.TAG.XXXXXXXX.tmp``) so that a cleanup can
-    tell which run's temporary files are stale."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.{temp_tag + '.' if temp_tag else ''}", suffix=".tmp", dir=p.parent)
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def encode_image(arr: np.ndarray, ext: str = ".png", jpeg_quality: int = 95, png_level: int | None = None) -> bytes:
