@@ -171,6 +171,14 @@ def test_adaptation_script_writes_runs_with_source_and_target_miou(synth_root, t
     assert set(doc["summary"]["oracle"]["target_miou"]) == {"mean", "std", "n"}
     assert (out / "seed0" / "oracle" / "run.json").exists()
     assert "| oracle |" in proc.stdout
+    # --collect reports what finished and trains nothing: no prn run is started
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "adaptation.py"), "--out", str(out), "--data",
+                           str(synth_root), "--modes", "source_only,oracle,prn", "--seeds", "0", "--collect",
+                           "--holdout-images", "2", "--json", str(tmp_path / "c.json")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [r["mode"] for r in json.loads((tmp_path / "c.json").read_text())["runs"]] == ["source_only", "oracle"]
+    assert not (out / "seed0" / "prn").exists()
 
 
 def _few_label_rows():
