@@ -386,8 +386,9 @@ def main(argv=None) -> int:
     held_out = out / "source_holdout"
     ensure_benchmark(held_out, {"seed": 1, "source": args.holdout_images, "target": 1, "val": 0}, args.version)
     meta = json.loads((data / "synth.json").read_text())
-    command = "python bench/adaptation.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
-                                                                                  else sys.argv[1:]))
+    # what trains (or resumes) every run reported; --collect only gathers them
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python bench/adaptation.py " + " ".join(shlex.quote(a) for a in given if a != "--collect")
     doc = {"benchmark": {"version": meta["version"], "sizes": meta["counts"], "image_size": meta["size"],
                          "data_seed": meta["seed"], "config": args.config, "overrides": args.overrides,
                          "iters": args.iters, "adapt_iters": args.adapt_iters, "warm_start": args.warm_start},
