@@ -1,4 +1,4 @@
-"""``export_model``: a training checkpoint -> a self-describing model directory (DESIGN.md section 5).
+"""``export_model``: a training checkpoint -> a self-describing model directory (README, "Export").
 
 The directory is assembled in a hidden temporary sibling and renamed into place only at the
 end, so a crash or a failed step never leaves something at ``out_dir`` that looks like a model;

@@ -1,4 +1,4 @@
-"""FFT low-frequency amplitude swap on logits (DESIGN.md section 3)."""
+"""FFT low-frequency amplitude swap on logits (the method; README, "Training")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The dependency arrows of DESIGN.md section 2, enforced on the source: every import of every shipped
+"""The dependency arrows of the README's Layout section, enforced on the source: every import of every shipped
 module, read with ``ast`` (imports inside functions count: a lazy import is still an arrow).
 
 * ``serve`` imports neither ``prnseg.training``, ``prnseg.export``, ``prnseg.demo`` nor torch (nor
@@ -227,7 +227,7 @@ def test_the_parts_import_each_other_one_way_only():
             where.setdefault((src, dst), f"{_where(path, line)} imports {name}")
     bad = [f"{src} -> {dst} ({where[src, dst]})" for src in arrows for dst in arrows[src]
            if dst not in ALLOWED_PART_ARROWS[src]]
-    assert not bad, "arrows between the parts outside DESIGN.md's:" + _format(bad)
+    assert not bad, "arrows between the parts outside the README's Layout:" + _format(bad)
 
     def cycle_from(node, stack):
         for nxt in sorted(arrows[node]):
