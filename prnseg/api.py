@@ -366,10 +366,11 @@ def _print_label(report: dict, opts: LabelOptions) -> None:
 
 def _suggest(k: int, opts: LabelOptions, verbose: bool) -> dict:
     from prnseg.model_spec import load_model_spec
-    from prnseg.serve.suggest import finished_records, write_suggestions
+    from prnseg.serve.label_journal import previous_records
+    from prnseg.serve.suggest import write_suggestions
 
     spec = load_model_spec(opts.model_dir)
-    s = write_suggestions(opts.out_dir, opts.input_dir, finished_records(opts.out_dir), list(spec.classes),
+    s = write_suggestions(opts.out_dir, opts.input_dir, previous_records(opts.out_dir, opts.tag), list(spec.classes),
                           spec.palette, k)
     if verbose:
         print(f"suggest: the {s['chosen']} images most worth labelling, ranked, in {s['list']}; copies in "

@@ -39,6 +39,11 @@ def shard_of(key: str, n: int) -> int:
     return int.from_bytes(hashlib.sha1(key.encode("utf-8", "surrogateescape")).digest()[:8], "big") % n
 
 
+def output_key(rel: str) -> str:
+    """An image's name under each output folder: its path relative to INPUT_DIR without the extension."""
+    return rel.rsplit(".", 1)[0]
+
+
 def name_problem(rel: str) -> str | None:
     """Why a relative path cannot be written exactly where names go, or None. JSON files hold any
     name (bytes that are not UTF-8 appear as ``\\udcXX`` escapes, as ``os.fsdecode`` gives them),
@@ -193,7 +198,7 @@ def make_plan(opts: LabelOptions) -> Plan:
     listed: list[str] = []
     items: list[Item] = []
     for rel in listed_all:
-        key = rel.rsplit(".", 1)[0]
+        key = output_key(rel)
         if opts.shard is not None and shard_of(key, opts.shard[1]) != opts.shard[0]:
             continue
         listed.append(rel)

@@ -33,6 +33,7 @@ from prnseg.atomic import atomic_write_bytes
 from prnseg.errors import PrnsegError
 from prnseg.image_io import encode_image, read_label, read_trainids
 from prnseg.labels import IGNORE_INDEX
+from prnseg.serve.label_plan import output_key
 
 SUGGEST_DIR = "suggest"
 CVAT_ZIP = "cvat_segmentation_mask.zip"
@@ -121,21 +122,6 @@ def _load(out_dir: Path, c: Candidate, num_classes: int, has_prob: bool, has_raw
     return label, noise
 
 
-def finished_records(out_dir: Path) -> dict[str, dict]:
-    """Path -> the latest ``ok`` manifest record over every manifest in OUT (all shards of a run)."""
-    records: dict[str, dict] = {}
-    for manifest in sorted(out_dir.glob("manifest*.jsonl")):
-        with open(manifest, "rb") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue  # a line torn by a kill; the run that resumes rewrites it
-                if isinstance(rec, dict) and rec.get("status") == "ok" and "path" in rec:
-                    records[rec["path"]] = rec
-    return records
-
-
 def rank(out_dir: Path, records: dict[str, dict], num_classes: int, k: int) -> tuple[list[Candidate], list[Candidate]]:
     """(chosen, all candidates) from a finished run's manifest records (path -> ok record)."""
     if not records:
@@ -146,7 +132,7 @@ def rank(out_dir: Path, records: dict[str, dict], num_classes: int, k: int) -> t
     has_raw = (out_dir / "raw").is_dir()
     cands = []
     for path in sorted(records):
-        c = Candidate(path=path, key=path.rsplit(".", 1)[0] if "." in Path(path).name else path)
+        c = Candidate(path=path, key=output_key(path))
         label, noise = _load(out_dir, c, num_classes, has_prob, has_raw)
         c.score = image_score(label, noise, weights)
         c.descriptor = descriptor(label, num_classes)
