@@ -382,16 +382,18 @@ def _suggest(k: int, opts: LabelOptions, verbose: bool) -> dict:
 # -------------------------------------------------------------------------------------- quickstart
 def quickstart(out: str | os.PathLike = "prnseg-quickstart", *, budget_minutes: float | None = None,
                device: str | None = None, restart: bool = False, refine_labels: bool = False, tiny: bool = False,
-               progress: bool = True) -> dict:
+               labels: int = 0, progress: bool = True) -> dict:
     """The main job end to end on the synthetic benchmark (``prnseg quickstart``): synth ->
     source-only warm-up -> PRN adaptation -> eval -> export -> label -> ``out/report.json``, which
     it returns. A second call with the same arguments resumes an interrupted one (a finished stage
-    is skipped); ``restart`` plans again. Ctrl-C raises ``prnseg.quickstart.QuickstartInterrupted``
-    (a ``KeyboardInterrupt``) after printing the command that resumes."""
+    is skipped); ``restart`` plans again. ``labels=K`` then runs the few-label loop (suggest K,
+    their ground truth as the labels, adapt again, report the gain). Ctrl-C raises
+    ``prnseg.quickstart.QuickstartInterrupted`` (a ``KeyboardInterrupt``) after printing the command
+    that resumes."""
     from prnseg.quickstart import quickstart as run
 
     return run(Path(out), budget_minutes=budget_minutes, device=device, restart=restart,
-                          refine_labels=refine_labels, tiny=tiny, progress=progress)
+               refine_labels=refine_labels, tiny=tiny, labels=labels, progress=progress)
 
 
 # ------------------------------------------------------------------------------------------- bench

@@ -2,6 +2,9 @@
 
 synth -> source-only warm-up -> PRN adaptation -> eval (before / after) -> export (parity gate)
 -> ``prnseg label`` on the target train folder with its labels as ``--gt`` -> a report.
+With ``--labels K`` the few-label loop follows the labelling: ``--suggest K`` picks the images
+worth a person's time, the synthetic ground truth of those K stands in for that person, a second
+adaptation learns from them (``data.target_labeled``) and the report gives the gain.
 
 Every stage calls the :mod:`prnseg.api` function its own ``prnseg MODE`` calls, with a typed config
 or options object (never CLI strings), and leaves a marker when it is complete, so Ctrl-C (or a
@@ -30,7 +33,7 @@ REPORT_FILE = "report.json"
 
 # Seconds per training step of the synthetic config's tiny model on a 2-core CPU (measured; see
 # README Results): the budget is split using these until the run measures its own.
-CPU_STEP_SECONDS = {"source_only": 0.21, "prn": 0.54}
+CPU_STEP_SECONDS = {"source_only": 0.21, "prn": 0.54, "prn_labels": 0.68}
 # Share of the budget left to everything but training (synth, eval, export, labelling).
 FIXED_SECONDS_CPU = 90.0
 
@@ -54,6 +57,7 @@ class Plan:
     # runs the full method instead.
     use_refined_labels: bool = False
     tiny: bool = False
+    labels: int = 0   # --labels K: the few-label loop's K (0: no loop)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,6 +74,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="smoke-test the whole chain in well under a minute on an idle CPU (26 small images, "
                         "12 + 16 iterations); "
                         "its numbers mean nothing")
+    p.add_argument("--labels", type=int, default=0, metavar="K",
+                   help="then run the few-label loop: prnseg label --suggest K picks K target images, their "
+                        "ground truth stands in for a person labelling them, a second adaptation learns from them "
+                        "and the report gives the gain (default 0: no loop)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -79,9 +87,11 @@ def tiny_plan(device: str) -> Plan:
                 checkpoint_every=4, tiny=True)
 
 
-def make_plan(budget_minutes: float, device: str) -> Plan:
+def make_plan(budget_minutes: float, device: str, labels: int = 0) -> Plan:
     """Data size and iterations that fit the budget: 30 % of training time warms up on the
-    source, 70 % adapts with the PRN (its steps cost ~2.6x a source-only step)."""
+    source, 70 % adapts with the PRN (its steps cost ~2.6x a source-only step). With ``labels``
+    the 70 % holds two adaptations of equal length, without and with the K labelled images, so
+    the report's gain compares like with like."""
     if budget_minutes < 2:
         raise PrnsegError(f"--budget-minutes {budget_minutes:g} is too small; the quickstart needs at least 2")
     budget = budget_minutes * 60.0
@@ -92,13 +102,16 @@ def make_plan(budget_minutes: float, device: str) -> Plan:
     else:
         step, fixed = CPU_STEP_SECONDS, FIXED_SECONDS_CPU
         n_source, n_target, n_val = 300, 200, 50
+    if labels > n_target:
+        raise PrnsegError(f"--labels {labels}: the quickstart's target train split has {n_target} images; "
+                          f"choose K <= {n_target}")
     train = max(30.0, budget - fixed)
     so = int(0.3 * train / step["source_only"])
-    prn = int(0.7 * train / step["prn"])
+    prn = int(0.7 * train / (step["prn"] + (step["prn_labels"] if labels else 0.0)))
     so, prn = max(100, min(so, 8000)), max(100, min(prn, 8000))
     return Plan(device=device, budget_minutes=budget_minutes, n_source=n_source, n_target=n_target,
                 n_val=n_val, size_hw=(256, 512), source_only_iters=so, prn_iters=prn,
-                prn_start_iter=max(1, prn // 10), label_batch=8 if device.startswith("cuda") else 4)
+                prn_start_iter=max(1, prn // 10), label_batch=8 if device.startswith("cuda") else 4, labels=labels)
 
 
 class Quickstart:
@@ -108,10 +121,11 @@ class Quickstart:
         self.runs = out / "runs"
         self.model = out / "model"
         self.labels = out / "labels"
+        self.stages = 8 if plan.labels else 7
 
     # ---------------------------------------------------------------- helpers
     def _stage(self, n: int, title: str) -> None:
-        print(f"\n[{n}/7] {title}", flush=True)
+        print(f"\n[{n}/{self.stages}] {title}", flush=True)
 
     def _done(self, name: str) -> Path:
         return self.out / ".done" / name
@@ -214,7 +228,8 @@ class Quickstart:
         self._mark("export", time.perf_counter() - t0)
 
     def label(self) -> dict:
-        self._stage(6, "pseudo-label the target train folder (labels only used to score the result)")
+        self._stage(6, "pseudo-label the target train folder (labels only used to score the result)"
+                    + (f"; suggest the {self.plan.labels} images most worth labelling" if self.plan.labels else ""))
         from prnseg import api
 
         cs = self.data / "cityscapes"
@@ -223,7 +238,7 @@ class Quickstart:
                                 workers=min(4, os.cpu_count() or 1), save=("color", "raw", "confidence"),
                                 progress=self.progress)
         t0 = time.perf_counter()
-        report = api.label(opts)
+        report = api.label(opts, suggest=self.plan.labels or None)
         if report["counts"]["failed"]:
             raise PrnsegError(f"stage 'label': {report['counts']['failed']} image(s) failed (see "
                               f"{self.labels / 'failures.jsonl'}); fix the cause above and run the same quickstart "
@@ -231,12 +246,42 @@ class Quickstart:
         self._mark("label", time.perf_counter() - t0)
         return report
 
+    def train_with_labels(self, init_from: Path) -> tuple[Path, dict]:
+        """The few-label loop's second adaptation: the ``prn`` run again from the same warm start,
+        for as long, now with the K suggested images and their ground truth (the person's labels
+        here) as ``data.target_labeled``; then its evaluation on target val."""
+        k = self.plan.labels
+        self._stage(7, f"adapt again with the {k} suggested images labelled (their synthetic ground truth stands "
+                       "in for a person)")
+        cfg = self.config("prn", self.plan.prn_iters)
+        cfg.train.init_from = str(init_from)
+        cfg.prn.start_iter = self.plan.prn_start_iter
+        cfg.prn.use_refined_labels = self.plan.use_refined_labels
+        cfg.data.target_labeled.root = str(self.data / "cityscapes")
+        cfg.data.target_labeled.list = str(self.suggest_list())
+        ckpt = self._train("prn_labels", cfg)
+        from prnseg import api
+
+        path = self.runs / "prn_labels" / "eval.json"
+        if path.exists():
+            result = json.loads(path.read_text())
+        else:
+            t0 = time.perf_counter()
+            result = api.evaluate(ckpt, self.data / "cityscapes", split="val", device=self.plan.device,
+                                  json_path=path, progress=self.progress, verbose=False)
+            self._mark("eval_labels", time.perf_counter() - t0)
+        print(f"  {'prn_labels':<12} target val mIoU {100 * result['miou']:.1f}")
+        return ckpt, result
+
+    def suggest_list(self) -> Path:
+        return self.labels / "suggest" / "suggest.txt"
+
     def command(self) -> str:
         """The command that resumes this quickstart."""
         p = self.plan
         opts = " --tiny" if p.tiny else f" --budget-minutes {p.budget_minutes:g}"
         return (f"prnseg quickstart --out {self.out}{opts} --device {p.device}"
-                + (" --refine-labels" if p.use_refined_labels else ""))
+                + (" --refine-labels" if p.use_refined_labels else "") + (f" --labels {p.labels}" if p.labels else ""))
 
     def next_commands(self) -> list[tuple[str, str]]:
         """(command, what it is for): each runs as printed."""
@@ -252,11 +297,40 @@ class Quickstart:
         return [(f"prnseg demo --model {self.model}", "look at the result in the browser"),
                 (f"prnseg label {cs / 'leftImg8bit' / 'val'} --model {self.model} --out {self.out / 'labels-val'}",
                  "label a folder of images (here the target val split), as you would your own"),
-                (train, "adapt for longer, from the adapted checkpoint")]
+                (train, "adapt for longer, from the adapted checkpoint"),
+                *([(f"prnseg export {self.runs / 'prn_labels' / 'last.pt'} --out {self.out / 'model-labels'}",
+                    f"export the model that learnt from the {self.plan.labels} labelled images")]
+                  if self.plan.labels else [])]
 
     # ---------------------------------------------------------------- report
-    def report(self, evals: dict, label_report: dict, seconds: float) -> dict:
-        self._stage(7, "report")
+    def few_labels_summary(self, evals: dict, labelled: dict) -> dict:
+        """The few-label loop's gain: the student and its written pseudo-labels on target val,
+        adapted without and with the K labelled images."""
+        def pl(m: dict, which: str):
+            return ((m.get("pseudo_labels") or {}).get(which) or {}).get("miou")
+
+        adapted, with_k = evals["prn"], labelled
+        return {"k": self.plan.labels, "list": str(self.suggest_list()),
+                "target_val_miou": {"adapted": adapted["miou"], "with_labels": with_k["miou"],
+                                    "gain": with_k["miou"] - adapted["miou"]},
+                "pseudo_labels_val_miou": {"adapted_raw": pl(adapted, "raw"), "adapted_written": pl(adapted, "refined"),
+                                           "with_labels_raw": pl(with_k, "raw"),
+                                           "with_labels_written": pl(with_k, "refined")}}
+
+    def _print_few_labels(self, few: dict) -> None:
+        from prnseg.formatting import pct
+
+        t, p = few["target_val_miou"], few["pseudo_labels_val_miou"]
+        gain = 100 * t["gain"]
+        print(f"  with {few['k']} labels{' ' * max(1, 9 - len(str(few['k'])))}adapted {pct(t['adapted'])}  ->  "
+              f"with the {few['k']} suggested images labelled {pct(t['with_labels'])}   "
+              f"({'+' if gain >= 0 else ''}{gain:.1f}; one seed, see the README for the 3-seed table)")
+        print(f"                       written pseudo-labels on target val {pct(p['adapted_written'])} -> "
+              f"{pct(p['with_labels_written'])} mIoU (the teacher's raw: {pct(p['adapted_raw'])} -> "
+              f"{pct(p['with_labels_raw'])})")
+
+    def report(self, evals: dict, label_report: dict, seconds: float, labelled: dict | None = None) -> dict:
+        self._stage(self.stages, "report")
         from prnseg.atomic import atomic_write_bytes
 
         gt = label_report.get("gt") or {}
@@ -287,6 +361,9 @@ class Quickstart:
             "paths": {"data": str(self.data), "source_only": str(self.runs / "source_only"),
                       "adapted": str(self.runs / "prn"), "model": str(self.model), "labels": str(self.labels)},
         }
+        if labelled is not None:
+            rep["few_labels"] = self.few_labels_summary(evals, labelled)
+            rep["paths"]["with_labels"] = str(self.runs / "prn_labels")
         atomic_write_bytes(self.out / REPORT_FILE, (json.dumps(rep, indent=2) + "\n").encode())
 
         from prnseg.formatting import pct
@@ -299,6 +376,8 @@ class Quickstart:
               f"{pct(kept.get('pixel_accuracy'))} on the {pct(kept.get('coverage'))} % the noise mask keeps "
               f"(mIoU there {pct(kept.get('miou'))})")
         print(f"  noise mask           precision {pct(noise.get('precision'))}  recall {pct(noise.get('recall'))}")
+        if labelled is not None:
+            self._print_few_labels(rep["few_labels"])
         print(f"  labelling            {ips:.1f} images/s" if ips else "  labelling            n/a")
         print(f"  total                {seconds / 60:.1f} min (all runs of this quickstart)")
         print(f"\nwritten under {self.out}:")
@@ -312,7 +391,8 @@ class Quickstart:
         return rep
 
 
-def _mismatch(plan: Plan, device: str, budget: float | None, tiny: bool, refine_labels: bool) -> str | None:
+def _mismatch(plan: Plan, device: str, budget: float | None, tiny: bool, refine_labels: bool,
+              labels: int) -> str | None:
     """What this command asks for that the saved plan does not hold, or None."""
     if plan.device != device:
         return f"planned for {plan.device}, this run would use {device}"
@@ -322,11 +402,13 @@ def _mismatch(plan: Plan, device: str, budget: float | None, tiny: bool, refine_
         return f"planned for --budget-minutes {plan.budget_minutes:g}, not {budget:g}"
     if refine_labels and not plan.use_refined_labels:
         return "planned without --refine-labels"
+    if labels and labels != plan.labels:
+        return f"planned with --labels {plan.labels}" if plan.labels else "planned without --labels"
     return None
 
 
 def _load_or_make_plan(out: Path, budget: float | None, device: str, restart: bool, tiny: bool,
-                       refine_labels: bool) -> Plan:
+                       refine_labels: bool, labels: int = 0) -> Plan:
     from prnseg.atomic import atomic_write_bytes
 
     path = out / PLAN_FILE
@@ -338,15 +420,18 @@ def _load_or_make_plan(out: Path, budget: float | None, device: str, restart: bo
         except (ValueError, KeyError, TypeError):
             raise PrnsegError(f"{path}: not a plan this prnseg can resume (damaged, or written by another "
                               "version); pass --restart to plan again") from None
-        why = _mismatch(plan, device, budget, tiny, refine_labels)
+        why = _mismatch(plan, device, budget, tiny, refine_labels, labels)
         if why:
             raise PrnsegError(f"{path}: {why}; pass --restart to plan again (this discards the run in {out}), or "
                               "repeat the original options to resume")
         print(f"resuming the quickstart in {out} (planned {plan.source_only_iters} + {plan.prn_iters} iterations "
               f"on {plan.device}; --restart plans again)")
         return plan
-    plan = tiny_plan(device) if tiny else make_plan(10.0 if budget is None else budget, device)
-    plan.use_refined_labels = refine_labels
+    if tiny and labels > tiny_plan(device).n_target:
+        raise PrnsegError(f"--labels {labels}: --tiny's target train split has {tiny_plan(device).n_target} images; "
+                          f"choose K <= {tiny_plan(device).n_target}")
+    plan = tiny_plan(device) if tiny else make_plan(10.0 if budget is None else budget, device, labels)
+    plan.use_refined_labels, plan.labels = refine_labels, labels
     if restart and out.exists():
         import shutil
 
@@ -372,16 +457,18 @@ class QuickstartInterrupted(KeyboardInterrupt):
 
 
 def quickstart(out: Path, *, budget_minutes: float | None = None, device: str | None = None, restart: bool = False,
-               refine_labels: bool = False, tiny: bool = False, progress: bool = True) -> dict:
+               refine_labels: bool = False, tiny: bool = False, labels: int = 0, progress: bool = True) -> dict:
     """The quickstart in ``out`` (:func:`prnseg.api.quickstart`); returns the report."""
     out = Path(out)
     if budget_minutes is not None and tiny:
         raise PrnsegError("--tiny has a fixed plan; drop --budget-minutes (or --tiny)")
     if budget_minutes is not None and budget_minutes < 2:
         raise PrnsegError(f"--budget-minutes {budget_minutes:g} is too small; the quickstart needs at least 2")
+    if labels < 0:
+        raise PrnsegError(f"--labels {labels}: give the number of images to label, at least 1 (or 0: no loop)")
     check_out(out)
     device = resolve_device(device).short    # cpu, cuda, cuda:N: the form the plan records
-    plan = _load_or_make_plan(out, budget_minutes, device, restart, tiny, refine_labels)
+    plan = _load_or_make_plan(out, budget_minutes, device, restart, tiny, refine_labels, labels)
     qs = Quickstart(out, plan, progress=progress)
     try:
         qs.synth()
@@ -390,11 +477,12 @@ def quickstart(out: Path, *, budget_minutes: float | None = None, device: str | 
         evals = qs.evaluate(so, prn)
         qs.export(prn)
         label_report = qs.label()
+        labelled = qs.train_with_labels(so)[1] if plan.labels else None
     except KeyboardInterrupt:
         print(f"\ninterrupted; run the same command again to resume from here ({qs.command()})",
               file=sys.stderr)
         raise QuickstartInterrupted from None
-    return qs.report(evals, label_report, qs.elapsed())
+    return qs.report(evals, label_report, qs.elapsed(), labelled)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -402,7 +490,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         api.quickstart(args.out, budget_minutes=args.budget_minutes, device=args.device, restart=args.restart,
-                       refine_labels=args.refine_labels, tiny=args.tiny, progress=not args.no_progress)
+                       refine_labels=args.refine_labels, tiny=args.tiny, labels=args.labels,
+                       progress=not args.no_progress)
     except QuickstartInterrupted:
         return 130
     return 0

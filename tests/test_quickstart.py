@@ -21,6 +21,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_a_plan_with_labels_holds_two_adaptations_of_equal_length_in_the_same_budget():
+    from prnseg.errors import PrnsegError
+    from prnseg.quickstart import CPU_STEP_SECONDS, FIXED_SECONDS_CPU
+
+    plan = make_plan(10, "cpu", labels=10)
+    assert plan.labels == 10
+    step = CPU_STEP_SECONDS
+    train_s = (plan.source_only_iters * step["source_only"]
+               + plan.prn_iters * (step["prn"] + step["prn_labels"]))
+    assert train_s + FIXED_SECONDS_CPU == pytest.approx(600, rel=0.02)
+    assert plan.prn_iters < make_plan(10, "cpu").prn_iters
+    assert plan.source_only_iters == make_plan(10, "cpu").source_only_iters
+    with pytest.raises(PrnsegError, match="choose K <= 200"):
+        make_plan(10, "cpu", labels=201)
+
+
 def test_plan_fits_the_budget_and_rejects_tiny_budgets():
     from prnseg.errors import PrnsegError
     from prnseg.quickstart import CPU_STEP_SECONDS, FIXED_SECONDS_CPU
@@ -148,9 +164,9 @@ def test_every_printed_next_command_runs(resumed_quickstart):
     run_printed(longer["export"], "--no-progress")
 
 
-def _quickstart(*args, env=None):
+def _quickstart(*args, env=None, timeout=120):
     return subprocess.run([sys.executable, "-m", "prnseg", "quickstart", *map(str, args)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", **(env or {})})
+                          text=True, timeout=timeout, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", **(env or {})})
 
 
 @pytest.mark.slow
@@ -185,7 +201,8 @@ def test_a_plan_made_for_another_device_or_size_is_not_reused(tmp_path):
     (out / "quickstart.json").write_text(json.dumps(asdict(tiny_plan("cpu"))))
     before = (out / "quickstart.json").read_text()
     for args, why in ((["--device", "cpu"], "planned as --tiny"),
-                      (["--budget-minutes", "5"], "planned as --tiny")):
+                      (["--budget-minutes", "5"], "planned as --tiny"),
+                      (["--tiny", "--device", "cpu", "--labels", "3"], "planned without --labels")):
         proc = _quickstart("--out", out, *args)
         assert proc.returncode == 2 and why in proc.stderr, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["quickstart.json"]
@@ -198,3 +215,40 @@ def test_quickstart_refuses_a_foreign_folder(tmp_path):
                           capture_output=True, text=True, timeout=120, env={**os.environ})
     assert proc.returncode == 2
     assert "not a quickstart folder" in proc.stderr
+
+
+@pytest.mark.slow
+def test_quickstart_with_labels_runs_the_few_label_loop(tmp_path):
+    """``--labels 3``: the labelling stage suggests 3 images, a second adaptation reads exactly
+    those 3 ground-truth labels, and the report gives the gain; its export command runs."""
+    out = tmp_path / "qs"
+    proc = _quickstart("--tiny", "--labels", "3", "--out", out, "--device", "cpu", "--no-progress", timeout=1200)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[7/8] adapt again with the 3 suggested images labelled" in proc.stdout
+    assert "[8/8] report" in proc.stdout
+    assert "with 3 labels" in proc.stdout
+    listed = (out / "labels" / "suggest" / "suggest.txt").read_text().splitlines()
+    assert len(listed) == 3
+    cfg = (out / "runs" / "prn_labels" / "config.yaml").read_text()
+    assert str(out / "labels" / "suggest" / "suggest.txt") in cfg
+    report = json.loads((out / "report.json").read_text())
+    few = report["few_labels"]
+    assert few["k"] == 3 and few["list"] == str(out / "labels" / "suggest" / "suggest.txt")
+    evaluated = json.loads((out / "runs" / "prn_labels" / "eval.json").read_text())
+    assert few["target_val_miou"]["with_labels"] == evaluated["miou"]
+    assert few["target_val_miou"]["gain"] == pytest.approx(evaluated["miou"] - report["target_val_miou"]["adapted"])
+    summary = json.loads((out / "runs" / "prn_labels" / "summary.json").read_text())
+    assert summary["step"] == report["plan"]["prn_iters"]
+    cmds = by_mode(next_commands(proc.stdout))
+    assert set(cmds) == {"demo", "label", "train", "export"}
+    run_printed(cmds["export"], "--no-progress")
+    assert json.loads((out / "model-labels" / "model.json").read_text())["ready"] is True
+
+    again = _quickstart("--tiny", "--labels", "3", "--out", out, "--device", "cpu", "--no-progress", timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("done already") >= 4   # nothing trains twice
+    assert "with 3 labels" in again.stdout
+    refused = _quickstart("--tiny", "--labels", "11", "--out", tmp_path / "qs11", "--device", "cpu")
+    assert refused.returncode == 2
+    assert "--labels 11: --tiny's target train split has 10 images; choose K <= 10" in refused.stderr
+    assert not (tmp_path / "qs11").exists()
