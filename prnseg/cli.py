@@ -27,6 +27,8 @@ MODES: dict[str, tuple[str, str]] = {
     "export": ("prnseg.export.cli", "export a checkpoint to ONNX (+ fp16, TensorRT, Triton) with a parity gate"),
     "label": ("prnseg.serve.label_cli",
               "pseudo-label a folder of images: refined labels, noise masks, confidence (resumable)"),
+    "import-labels": ("prnseg.serve.import_labels_cli",
+                      "turn a CVAT 'Segmentation mask 1.1' export into trainId label PNGs beside their images"),
     "demo": ("prnseg.demo.cli", "serve the Gradio web demo of an exported model on localhost"),
     "bench": ("prnseg.bench",
               "measure every inference backend (speed, parity) and the training step cost on this machine"),

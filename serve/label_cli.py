@@ -93,7 +93,10 @@ def run_label(args: argparse.Namespace) -> int:
     report = api.label(opts, suggest=args.suggest)
     out, failed = opts.out_dir, report["counts"]["failed"]
     if args.suggest is not None:
-        print(f"then: label them and train with --set data.target_labeled.root=DATASET_ROOT "
+        folder = Path(report["suggest"]["folder"])
+        print(f"then: label them in CVAT (export 'Segmentation mask 1.1'), then: prnseg import-labels EXPORT.zip "
+              f"--suggest {folder} --model {opts.model_dir}; or, where their labels already exist in the dataset's "
+              f"layout, train with --set data.target_labeled.root=DATASET_ROOT "
               f"--set data.target_labeled.list={report['suggest']['list']} (paths in it are relative to "
               f"{opts.input_dir})")
         return EXIT_SOME_FAILED if failed else 0
