@@ -110,3 +110,41 @@ def test_every_path_writes_the_same_labels_and_noise(tmp_path, use_refined_label
     o_label, o_raw, o_noise, o_prob, _ = (o[0] for o in sess.run(None, {"image": image.numpy()}))
     assert np.array_equal(o_label, label) and np.array_equal(o_raw, raw_label) and np.array_equal(o_noise, noise)
     assert np.abs(o_prob.astype(int) - noise_prob).max() <= 1
+
+
+def test_running_bn_makes_the_trainers_labels_those_of_evaluation(tmp_path):
+    """``prn.pseudo_label_bn=running``: the trainer's PRN, in training mode, writes the labels and
+    noise evaluation writes (eval mode, running statistics) and is left in training mode;
+    ``batch`` (its batch statistics) writes others, so the option is what makes them agree."""
+    from prnseg.training.trainer import UDATrainer
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    written = {}
+    for bn in ("running", "batch"):
+        cfg = load_config("synthetic", [
+            f"data.source.root={tmp_path}", f"data.target.root={tmp_path}", "uda.mode=prn", "train.device=cpu",
+            "data.workers=0", "prn.refine_min_confidence=0.0", f"prn.pseudo_label_bn={bn}"])
+        trainer = UDATrainer(cfg, tmp_path / f"run-{bn}", progress=False)
+        seg, prn = trainer.student.eval(), trainer.prn
+        torch.manual_seed(1)
+        with torch.no_grad():
+            prn.refine_head.weight.normal_(0, 10.0)
+            prn.noise_head.weight.normal_(0, 2.0)
+            for m in prn.modules():       # running statistics unlike any one batch's
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_mean.normal_(0, 1.0)
+                    m.running_var.uniform_(0.5, 2.0)
+            out = seg(torch.randn(2, 3, H, W))
+        prn.train()
+        with torch.no_grad():
+            written[bn] = trainer.prn_pseudo_labels(out.features, out.logits, (H, W))
+        assert prn.training
+        prn.eval()
+        with torch.no_grad():
+            by_eval = PRNStep.from_config(cfg).infer(
+                prn, out.features, out.logits,
+                resize=lambda t: torch.nn.functional.interpolate(t.float(), size=(H, W), mode="bilinear",
+                                                                 align_corners=False))
+        same = torch.equal(written[bn].label, by_eval.label) and torch.equal(written[bn].noise, by_eval.noise)
+        assert same == (bn == "running"), bn

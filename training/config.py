@@ -104,6 +104,10 @@ class PRNConfig:
     # "max_softmax" (logit(1 - the teacher's top probability) plus the head's zero-initialised
     # output, so the mask starts as good at ranking errors as confidence and learns a correction)
     noise_prior: str = "none"
+    # The PRN's BatchNorm statistics when it writes the student's target pseudo-labels: "batch" (its
+    # training mode: the target batch's own statistics, which also enter the running ones; the
+    # version-3 table's runs) or "running" (eval mode, as prnseg eval and the exported graph run it)
+    pseudo_label_bn: str = "batch"
 
 
 @dataclass
@@ -218,6 +222,7 @@ CHOICES = {
     "model.head": ("daformer", "segformer"),
     "prn.noise_signal": ("source_fft", "target_consistency"),
     "prn.noise_prior": ("none", "max_softmax"),
+    "prn.pseudo_label_bn": ("batch", "running"),
     "model.arch": ("tiny", "mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5"),
     "train.amp": ("auto", "bf16", "fp16", "none"),
 }

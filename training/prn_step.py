@@ -15,7 +15,8 @@ wrapper for the training forward and the plain module for inference.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -87,6 +88,19 @@ class PRNStep:
                    noise_weight=u.loss_weights.prn_noise)
 
     # ----------------------------------------------------------------- inference
+    @staticmethod
+    @contextmanager
+    def bn_statistics(prn, running: bool) -> Iterator[None]:
+        """Run ``prn`` inside with its running BatchNorm statistics (eval mode) when ``running``,
+        else in the mode it is in; its mode is restored after."""
+        was = prn.training
+        if running:
+            prn.eval()
+        try:
+            yield
+        finally:
+            prn.train(was)
+
     @staticmethod
     def run(prn, features: Sequence[torch.Tensor], logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(refined logits, noise logit) at stride 4. The features are detached: the PRN's losses

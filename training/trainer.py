@@ -388,10 +388,14 @@ class UDATrainer:
     def prn_pseudo_labels(self, features, logits, size, prn_outputs=None) -> PseudoLabels:
         """The target pseudo-labels and noise mask the student learns from, at crop ``size``: the
         PRN step on the teacher's (features, logits), or on PRN outputs the losses already computed
-        (``target_consistency``). The PRN keeps its training mode, as in the step it was trained in."""
-        if prn_outputs is None:
-            with torch.no_grad(), self._autocast():
-                prn_outputs = self.prn_step.run(dist_utils.unwrap(self.prn_ddp), features, logits)
+        (``target_consistency``). ``prn.pseudo_label_bn`` says which BatchNorm statistics the PRN
+        uses here: the batch's ("batch", training mode) or its running ones ("running", as evaluation
+        and the exported graph), in which case the losses' outputs are not reused."""
+        running = self.cfg.prn.pseudo_label_bn == "running"
+        if prn_outputs is None or running:
+            prn = dist_utils.unwrap(self.prn_ddp)
+            with torch.no_grad(), self._autocast(), PRNStep.bn_statistics(prn, running):
+                prn_outputs = self.prn_step.run(prn, features, logits)
         return self.prn_step.pseudo_labels(
             logits, *prn_outputs, resize=lambda t: F.interpolate(t.float(), size=size, mode="bilinear",
                                                                    align_corners=False))
