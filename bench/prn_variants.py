@@ -29,7 +29,9 @@ head's AUROC on the labelled target val split (the same metrics as ``prnseg eval
   them cannot do better than they are;
 - ``target_labels``: an upper bound, not a UDA signal: the PRN learns from the teacher's
   unperturbed logits on the *target train* images and their labels, which training never reads.
-  It shows the most this PRN can add on top of this teacher, whatever signal teaches it.
+  It shows the most this PRN can add on top of this teacher, whatever signal teaches it. With
+  ``--target-list FILE`` (``suggest.txt`` of ``prnseg label --suggest``) only the images it names
+  are read: what K hand-labelled images teach a PRN whose teacher never trained on them.
 
 Variants combine with ``+``: ``logits_only+no_perturb+prior_residual`` is a noise head that sees
 only the class probabilities, learns from the teacher's real source errors, and starts as the
@@ -142,7 +144,7 @@ def rectified_logits(out, protos: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(out.logits.float(), 1) + torch.log(w.clamp_min(1e-12))
 
 
-def train_variant(variant, teacher, cfg, iters, seed, lr):
+def train_variant(variant, teacher, cfg, iters, seed, lr, target_list=None):
     parts = variant_parts(variant)
     torch.manual_seed(seed)
     prn = _FeatureGate(create_prn(teacher, channels=cfg.prn.channels, num_blocks=cfg.prn.num_blocks),
@@ -156,7 +158,7 @@ def train_variant(variant, teacher, cfg, iters, seed, lr):
     opt = torch.optim.AdamW(prn.parameters(), lr=lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(seed)
     batches = iter(loader)
-    labelled_target = _labelled_target_batches(cfg, seed) if "target_labels" in parts else None
+    labelled_target = _labelled_target_batches(cfg, seed, target_list) if "target_labels" in parts else None
     protos = class_prototypes(teacher, iter(loader), 50, teacher.num_classes) if "prototype" in parts else None
     for i in range(iters):
         b = next(batches)
@@ -213,16 +215,23 @@ def score_rectified(teacher, protos, cfg, data_root, n_images) -> float:
     return cm.miou()
 
 
-def _labelled_target_batches(cfg, seed):
+def _labelled_target_batches(cfg, seed, target_list=None):
     """Endless (images, labels) batches of the target *train* split at the val resolution, each
-    image mirrored with probability 1/2: the ``target_labels`` upper bound's training data."""
+    image mirrored with probability 1/2: the ``target_labels`` upper bound's training data (only
+    the images ``target_list`` names, when given: entries match the one image path ending in them)."""
     vcfg = val_dataset_config(cfg)
     ds = build_eval_dataset(vcfg.kind, cfg.data.target.root, "train")
     pipe = build_test_pipeline(size=vcfg.size)
     rng = np.random.default_rng(seed)
+    pool = np.arange(len(ds))
+    if target_list:
+        names = [str(r.image).replace("\\", "/") for r in ds.records]
+        wanted = [w.strip() for w in open(target_list, encoding="utf-8") if w.strip()]
+        pool = np.array(sorted({next(i for i, n in enumerate(names) if n.endswith("/" + w)) for w in wanted}))
+        print(f"  target_labels: {len(pool)} images of {target_list}", flush=True)
     while True:
         xs, ys = [], []
-        for i in rng.integers(len(ds), size=cfg.train.batch_size):
+        for i in pool[rng.integers(len(pool), size=cfg.train.batch_size)]:
             rgb, gt = ds.load_raw(int(i))
             sample = pipe({"img": rgb, "gt": gt}, rng)
             img, lbl = sample["img"].transpose(2, 0, 1), sample["gt"]
@@ -239,8 +248,9 @@ def score(teacher, prn, cfg, data_root, n_images):
     vcfg = val_dataset_config(cfg)
     ds = build_eval_dataset(vcfg.kind, data_root, vcfg.split)
     s = evaluate_pseudo_labels(teacher, prn, ds, vcfg.size, torch.device("cpu"), scoring_step(cfg),
-                               cfg.uda.pseudo_threshold, max_images=max(n_images, 0), progress=False)
+                               cfg.uda.pseudo_threshold, max_images=max(n_images, 0), progress=False, sweep=(0.9,))
     return {"raw_miou": s["raw"]["miou"], "refined_miou": s["refined"]["miou"],
+            "written_miou_at_0.9": s["written_at"]["0.9"]["miou"],
             "raw_pixel_accuracy": s["raw"]["pixel_accuracy"], "refined_pixel_accuracy": s["refined"]["pixel_accuracy"],
             "noise_auroc": s["noise_detector"]["auroc"], "max_softmax_auroc": s["confidence_baseline"]["auroc"]}
 
@@ -254,6 +264,8 @@ def main():
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--val-images", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--target-list", default=None, metavar="FILE",
+                    help="target_labels reads only the target train images FILE names (e.g. suggest.txt)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     for v in args.variants:
@@ -270,7 +282,7 @@ def main():
     rows = {}
     for v in args.variants:
         t0 = time.perf_counter()
-        prn = train_variant(v, teacher, cfg, args.iters, args.seed, lr)
+        prn = train_variant(v, teacher, cfg, args.iters, args.seed, lr, args.target_list)
         rows[v] = {**score(teacher, prn, cfg, cfg.data.target.root, args.val_images),
                    "seconds": round(time.perf_counter() - t0, 1)}
         r = rows[v]
@@ -285,7 +297,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"checkpoint": args.checkpoint, "iters": args.iters, "val_images": args.val_images,
-                       "variants": rows}, f, indent=2)
+                       "target_list": args.target_list, "variants": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

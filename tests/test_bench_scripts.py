@@ -69,6 +69,27 @@ def test_prn_variants_target_labels_batches_pair_each_image_with_its_own_label(s
     assert 0 < flips < seen  # both orientations occur
 
 
+def test_prn_variants_target_list_reads_only_the_listed_images(synth_root, tmp_path):
+    """``--target-list`` (suggest.txt entries, relative to the labelled folder): every batch holds
+    labels of the listed images only."""
+    from prnseg.training.config import load_config
+    from prnseg.training.data.builder import build_eval_dataset
+
+    variants = _load("prn_variants")
+    cfg = load_config("synthetic", [f"data.target.root={synth_root / 'cityscapes'}", "data.val.size=[128,256]"])
+    ds = build_eval_dataset("cityscapes", str(synth_root / "cityscapes"), "train")
+    img_root = synth_root / "cityscapes" / "leftImg8bit" / "train"
+    listed = [1, len(ds) - 1]
+    lst = tmp_path / "suggest.txt"
+    lst.write_text("".join(f"{ds.records[i].image.relative_to(img_root).as_posix()}\n" for i in listed))
+    gts = [ds.load_raw(i)[1] for i in listed]
+    batches = variants._labelled_target_batches(cfg, seed=0, target_list=str(lst))
+    for _ in range(4):
+        _, y = next(batches)
+        for lbl in y.numpy():
+            assert any(np.array_equal(lbl, gt) or np.array_equal(lbl, gt[:, ::-1]) for gt in gts)
+
+
 @pytest.mark.slow
 def test_prn_variants_script_scores_a_uda_variant_and_the_target_label_bound(prn_checkpoint, synth_root, tmp_path):
     out = tmp_path / "variants.json"
