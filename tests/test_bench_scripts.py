@@ -242,3 +242,20 @@ def test_few_labels_random_choice_is_seeded_and_suggest_takes_the_queue_prefix()
     assert a == few.chosen("random", 1, 10, [], images) and len(set(a)) == 10
     assert a != few.chosen("random", 2, 10, [], images)
     assert few.chosen("suggest", 0, 2, ["x.png", "y.png", "z.png"], images) == ["x.png", "y.png"]
+
+
+def test_noise_signals_auroc_and_verdicts_on_hand_made_numbers():
+    signals = _load("noise_signals")
+    score = np.array([0.1, 0.4, 0.35, 0.8, 0.8])
+    wrong = np.array([False, False, True, True, False])
+    # wrong-vs-right pairs: 0.35 beats 0.1 only; 0.8 beats 0.1 and 0.4 and ties 0.8 -> 3.5 of 6
+    assert signals.auroc(score, wrong) == pytest.approx(3.5 / 6)
+    assert signals.auroc(-score[::-1], wrong[::-1]) == pytest.approx(1 - 3.5 / 6)
+    base = {k: 0.80 for k in signals.SIGNALS}
+    rows = {s: {**base, "max_softmax": 0.86 + d, "flip_softmax": 0.87 + d, "entropy": 0.86 + 2 * d}
+            for s, d in enumerate((0.0, 0.002, -0.002))}
+    doc = signals.summarise(rows)
+    assert doc["vs_max_softmax"]["flip_softmax"]["verdict"] == "gain"
+    assert doc["vs_max_softmax"]["prn_noise"]["verdict"] == "loss"
+    assert doc["vs_max_softmax"]["entropy"]["verdict"] == "not significant"
+    assert "| flip_softmax | 87.00 ± 0.20 | +1.00 ± 0.00 | gain |" in signals.report(doc)

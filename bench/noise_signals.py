@@ -1,0 +1,151 @@
+"""Which label-free per-pixel signal ranks the teacher's target errors best?
+
+For each seed's adapted ``prn`` checkpoint of ``bench/adaptation.py`` (same ``--out``), every pixel of
+the labelled target val split is scored by each signal, and the signal's AUROC at telling the
+teacher's wrong labels (argmax != ground truth) from its right ones is reported, beside the
+teacher's max-softmax (the baseline the PRN's noise head has to beat by 1 point, issue "A PRN that
+earns its name"). The signals cost at most three forward passes, so any of them could ship in the
+exported graph:
+
+- ``max_softmax``: 1 - the teacher's top probability (the baseline);
+- ``margin``: minus the gap between its two top probabilities; ``entropy``: of its distribution;
+- ``prn_noise``: the PRN's noise probability (what ``prnseg label`` writes today);
+- ``prn_refined_softmax``: 1 - the PRN's refined probability of the teacher's label;
+- ``flip_softmax``: 1 - the probability of the teacher's label averaged over the image and its
+  mirror (test-time augmentation);
+- ``student_softmax``: the same averaged over teacher and student;
+- ``flip_student_softmax``: averaged over teacher, mirrored teacher and student;
+- ``flip_disagreement``: max-softmax plus 1 where the mirrored view's label differs.
+
+    python bench/noise_signals.py --out runs/v3 --seeds 0,1,2 --json bench/results/noise_signals_v3.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from adaptation import mean_std, significance, write_json  # noqa: E402
+
+SIGNALS = ("max_softmax", "margin", "entropy", "prn_noise", "prn_refined_softmax", "flip_softmax",
+           "student_softmax", "flip_student_softmax", "flip_disagreement")
+
+
+def auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for ``positive`` (Mann-Whitney U; ties get average ranks)."""
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = (ends - (counts - 1) / 2.0)[inverse]   # 1-based ranks, the average over each run of ties
+    n_pos = int(positive.sum())
+    n_neg = positive.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise SystemExit("AUROC needs both right and wrong pixels; the split has only one kind")
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def image_signals(teacher, student, prn, rgb: np.ndarray, pipe, device, hw) -> tuple[dict, np.ndarray]:
+    """Every signal's H x W map for one image, and the teacher's label."""
+    import torch
+
+    from prnseg.training.evaluate import run_networks
+
+    t = run_networks(teacher, prn, rgb, pipe, device, hw)
+    flipped = run_networks(teacher, None, np.ascontiguousarray(rgb[:, ::-1]), pipe, device, hw)["logits"].flip(-1)
+    s = run_networks(student, None, rgb, pipe, device, hw)["logits"]
+    p, pf, ps = t["logits"].softmax(0), flipped.softmax(0), s.softmax(0)
+    top2 = p.topk(2, 0).values
+    label = p.argmax(0)
+
+    def of_label(q):
+        return q.gather(0, label[None])[0]
+
+    maps = {"max_softmax": 1 - top2[0], "margin": -(top2[0] - top2[1]),
+            "entropy": -(p * p.clamp_min(1e-8).log()).sum(0), "prn_noise": torch.sigmoid(t["noise_logit"][0]),
+            "prn_refined_softmax": 1 - of_label(t["refined_logits"].softmax(0)),
+            "flip_softmax": 1 - of_label((p + pf) / 2), "student_softmax": 1 - of_label((p + ps) / 2),
+            "flip_student_softmax": 1 - of_label((p + pf + ps) / 3),
+            "flip_disagreement": (1 - top2[0]) + (pf.argmax(0) != label).float()}
+    return {k: v.float().numpy() for k, v in maps.items()}, label.numpy()
+
+
+def seed_row(ckpt: Path, data: Path, max_images: int) -> dict:
+    import torch
+
+    from prnseg.training.data.builder import build_eval_dataset, val_dataset_config
+    from prnseg.training.data.transforms import build_test_pipeline
+    from prnseg.training.evaluate import load_models
+
+    cfg, student, prn, teacher = load_models(ckpt, "student", "cpu", with_teacher=True)
+    if prn is None:
+        raise SystemExit(f"{ckpt}: has no PRN; give the --out of bench/adaptation.py's prn runs")
+    for m in (student, prn, teacher):
+        m.eval()
+    vcfg = val_dataset_config(cfg)
+    ds = build_eval_dataset(vcfg.kind, data / "cityscapes", vcfg.split)
+    pipe = build_test_pipeline(size=vcfg.size)
+    scores = {k: [] for k in SIGNALS}
+    wrong = []
+    n = len(ds) if max_images <= 0 else min(max_images, len(ds))
+    with torch.no_grad():
+        for i in range(n):
+            rgb, gt = ds.load_raw(i)
+            maps, label = image_signals(teacher, student, prn, rgb, pipe, torch.device("cpu"), gt.shape)
+            valid = gt != 255
+            wrong.append((label != gt)[valid])
+            for k in SIGNALS:
+                scores[k].append(maps[k][valid])
+    wrong = np.concatenate(wrong)
+    row = {k: auroc(np.concatenate(v), wrong) for k, v in scores.items()}
+    return {**row, "error_rate": float(wrong.mean()), "n_images": n}
+
+
+def summarise(rows: dict[int, dict]) -> dict:
+    summary = {k: mean_std([r[k] for r in rows.values()]) for k in SIGNALS}
+    vs = {k: significance({s: r[k] for s, r in rows.items()}, {s: r["max_softmax"] for s, r in rows.items()})
+          for k in SIGNALS if k != "max_softmax"}
+    return {"summary": summary, "vs_max_softmax": vs}
+
+
+def report(doc: dict) -> str:
+    lines = ["| signal | AUROC (mean ± std) | minus max-softmax | verdict |", "|---|---|---|---|"]
+    for k in SIGNALS:
+        m = doc["summary"][k]
+        d = doc["vs_max_softmax"].get(k)
+        diff = f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f}" if d else ""
+        lines.append(f"| {k} | {100 * m['mean']:.2f} ± {100 * m['std']:.2f} | {diff} | {d['verdict'] if d else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/adaptation", help="the --out of bench/adaptation.py (seed<S>/prn)")
+    ap.add_argument("--data", default=None, help="synthetic benchmark root (default OUT/data)")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--mode", default="prn", help="which run of each seed (default prn)")
+    ap.add_argument("--max-images", type=int, default=0, help="0 = the whole val split")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", default=None, metavar="FILE")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    data = Path(args.data) if args.data else out / "data"
+    rows = {}
+    for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
+        rows[seed] = seed_row(out / f"seed{seed}" / args.mode / "last.pt", data, args.max_images)
+        print(f"seed {seed}: " + ", ".join(f"{k} {100 * rows[seed][k]:.2f}" for k in SIGNALS), flush=True)
+    doc = {"out": str(out), "mode": args.mode, "runs": {str(s): r for s, r in rows.items()}, **summarise(rows)}
+    print("\n" + report(doc))
+    if args.json:
+        write_json(Path(args.json), doc)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
