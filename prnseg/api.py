@@ -203,8 +203,11 @@ def _fit(cfg, out: Path, resume: bool, progress: bool, verbose: bool) -> Path:
         where = (f"resuming at iteration {trainer.step}" if resume
                  else f"student from {cfg.train.init_from}" if cfg.train.init_from
                  else f"encoder from {cfg.model.pretrained}" if cfg.model.pretrained else "from scratch")
+        labelled = trainer.labeled_target
+        with_labels = (f", with {len(labelled)} labelled target images from {cfg.data.target_labeled.root}"
+                       if labelled is not None else "")
         print(f"training '{cfg.name}' ({cfg.uda.mode}, {cfg.model.arch}/{cfg.model.head}) on {trainer.device}, "
-              f"{cfg.train.iters} iterations, {where}; writing {out}")
+              f"{cfg.train.iters} iterations, {where}{with_labels}; writing {out}")
     return trainer.fit()
 
 
