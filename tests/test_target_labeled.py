@@ -67,3 +67,39 @@ def test_a_list_naming_an_image_that_is_not_there_is_one_clear_error(synth_root,
     cfg.data.target_labeled.list = str(tmp_path / "missing.txt")
     with pytest.raises(ConfigError, match="missing.txt: not found"):
         UDATrainer(cfg, tmp_path / "r2", progress=False)
+
+
+def test_prn_fraction_splits_the_labelled_images_between_student_and_prn(synth_root, tmp_path):
+    """``prn_fraction=0.5`` of two images: the student only ever draws the first, the PRN only the
+    second (the teacher never trains on it); 1 leaves the student none; too small a share, or a
+    mode without a PRN, is one clear error."""
+    from prnseg.training.data.builder import split_labeled_target
+    from prnseg.training.trainer import UDATrainer
+
+    torch.set_num_threads(1)
+    cfg = _cfg(synth_root, tmp_path)
+    cfg.data.target_labeled.prn_fraction = 0.5
+    trainer = UDATrainer(cfg, tmp_path / "run", progress=False)
+    names = {k: [r.image.relative_to(synth_root / "cityscapes").as_posix() for r in ds.records]
+             for k, ds in (("student", trainer.labeled_student), ("prn", trainer.labeled_prn))}
+    assert names == {"student": LISTED[:1], "prn": LISTED[1:]}
+    drawn = {"student": set(), "prn": set()}
+    for key, ds in (("student", trainer.labeled_student), ("prn", trainer.labeled_prn)):
+        def get(i, rng, ds=ds, key=key, real=ds.get):
+            drawn[key].add(ds.records[i].image.name)
+            return real(i, rng)
+        ds.get = get
+    trainer.fit()
+    assert drawn == {"student": {LISTED[0].rsplit("/", 1)[1]}, "prn": {LISTED[1].rsplit("/", 1)[1]}}
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert all(float(r["target_labeled"]) > 0 and float(r["prn_ref_labeled"]) > 0 for r in rows)
+
+    only_prn = split_labeled_target(trainer.labeled_target, 1.0)
+    assert only_prn[0] is None and len(only_prn[1]) == 2
+    assert split_labeled_target(trainer.labeled_target, 0.0) == (trainer.labeled_target, trainer.labeled_target)
+    with pytest.raises(ConfigError, match="keeps none of the 2 labelled images for the PRN"):
+        split_labeled_target(trainer.labeled_target, 0.25)
+    cfg = _cfg(synth_root, tmp_path, mode="self_training")
+    cfg.data.target_labeled.prn_fraction = 0.5
+    with pytest.raises(ConfigError, match="prn_fraction=0.5 keeps images for the PRN, which uda.mode=self_training"):
+        UDATrainer(cfg, tmp_path / "run-st", progress=False)

@@ -51,6 +51,12 @@ class LabeledTargetConfig:
     list: str = ""
     kind: str = ""
     split: str = "train"
+    # The share of these images kept from the student for the PRN alone (spread evenly over them in
+    # path order). The teacher never trains on those, so its errors there are like its errors on the
+    # rest of the target: what the PRN has to learn. On images the teacher has fit it sees almost no
+    # error and learns to change nothing (README, Label a handful). 0: every image teaches both the
+    # student and the PRN; 1: only the PRN. Above 0 needs uda.mode=prn.
+    prn_fraction: float = 0.0
 
 
 @dataclass
@@ -260,6 +266,7 @@ RANGES = {
     "train.iters": (1, None, True, True), "train.batch_size": (1, None, True, True),
     "train.eval_every": (0, None, True, True), "train.checkpoint_every": (1, None, True, True),
     "train.log_every": (1, None, True, True), "train.threads": (0, None, True, True),
+    "data.target_labeled.prn_fraction": (0, 1, True, True),
 }
 
 

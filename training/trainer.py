@@ -106,9 +106,15 @@ class UDATrainer:
             if cfg.uda.contrastive.enabled:
                 self.proj = ProjectionHead(self.student.decode_head.channels,
                                            cfg.uda.contrastive.proj_channels).to(self.device)
-        from prnseg.training.data.builder import build_labeled_target
+        from prnseg.training.data.builder import build_labeled_target, split_labeled_target
 
         self.labeled_target = build_labeled_target(cfg)
+        if cfg.data.target_labeled.prn_fraction > 0 and self.labeled_target is not None and self.mode != "prn":
+            raise ConfigError(f"data.target_labeled.prn_fraction={cfg.data.target_labeled.prn_fraction:g} keeps "
+                              f"images for the PRN, which uda.mode={self.mode} has not; use uda.mode=prn or 0")
+        # the student's labelled images and the PRN's: one set unless prn_fraction splits them
+        self.labeled_student, self.labeled_prn = split_labeled_target(self.labeled_target,
+                                                                      cfg.data.target_labeled.prn_fraction)
         self.mic = None
         if cfg.uda.mic.enabled and self.mode != "source_only":
             u = cfg.uda
@@ -275,15 +281,15 @@ class UDATrainer:
                                       max_anchors_per_class=c.max_anchors_per_class, max_samples=c.max_samples,
                                       generator=self.generator)
 
-    def _labeled_batch(self):
-        """(images, labels) of ``train.batch_size`` hand-labelled target images for this step, or
-        None. Drawn from (seed, step) alone, so a resumed run draws what the uninterrupted one did."""
-        if self.labeled_target is None:
+    def _labeled_batch(self, ds, salt: int = 0x1ab):
+        """(images, labels) of ``train.batch_size`` hand-labelled target images of ``ds`` for this
+        step, on the device, or None. Drawn from (seed, salt, step) alone, so a resumed run draws what
+        the uninterrupted one did."""
+        if ds is None:
             return None
-        ds = self.labeled_target
-        rng = np.random.default_rng([self.cfg.train.seed, 0x1ab, self.step, dist_utils.rank()])
+        rng = np.random.default_rng([self.cfg.train.seed, salt, self.step, dist_utils.rank()])
         items = [ds.get(int(i), rng) for i in rng.integers(len(ds), size=self.cfg.train.batch_size)]
-        return torch.stack([it["img"] for it in items]), torch.stack([it["gt"] for it in items])
+        return tuple(torch.stack([it[k] for it in items]).to(self.device, non_blocking=True) for k in ("img", "gt"))
 
     def train_step(self, batch: dict) -> StepResult:
         """One iteration: each part adds its gradients (under DDP only the student's last backward
@@ -295,9 +301,9 @@ class UDATrainer:
         self.optimizer.zero_grad(set_to_none=True)
         x_s = batch["source"]["img"].to(self.device, non_blocking=True)
         y_s = batch["source"]["gt"].to(self.device, non_blocking=True)
-        labeled = self._labeled_batch()
-        if labeled is not None:
-            labeled = tuple(t.to(self.device, non_blocking=True) for t in labeled)
+        labeled = self._labeled_batch(self.labeled_student)
+        prn_labeled = (labeled if self.labeled_prn is self.labeled_student
+                       else self._labeled_batch(self.labeled_prn, salt=0x1ac))
         log: dict[str, torch.Tensor] = {}
         self._source_part(x_s, y_s, labeled, log)
         if self.mode != "source_only":
@@ -305,7 +311,7 @@ class UDATrainer:
             t_s, t_t, pseudo, conf = self._teacher_part(x_s, x_t)
             noise_mask = None
             if self.mode == "prn":
-                pseudo, conf, noise_mask = self._prn_part(x_s, y_s, x_t, t_s, t_t, labeled, pseudo, conf, log)
+                pseudo, conf, noise_mask = self._prn_part(x_s, y_s, x_t, t_s, t_t, prn_labeled, pseudo, conf, log)
             self._target_part(x_s, y_s, x_t, pseudo, conf, noise_mask, labeled, log)
         if labeled is not None:
             self._labeled_part(*labeled, log)

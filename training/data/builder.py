@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 from pathlib import Path
 
@@ -102,6 +104,26 @@ def build_labeled_target(cfg: Config) -> SegDataset | None:
         keep = sorted({index[w] if w in index else _match_listed(w, names, lt, kind) for w in wanted})
         ds.records = [ds.records[i] for i in keep]
     return ds
+
+
+def split_labeled_target(ds: SegDataset | None, prn_fraction: float) -> tuple[SegDataset | None, SegDataset | None]:
+    """(the student's images, the PRN's) of ``data.target_labeled``: with ``prn_fraction`` 0 one
+    set serves both; else ``floor(n * prn_fraction)`` images, spread evenly in path order (image j
+    where floor((j + 1) f) > floor(j f)), go to the PRN alone and the rest to the student alone
+    (None when that leaves the student none)."""
+    if ds is None or prn_fraction <= 0:
+        return ds, ds
+    n = len(ds.records)
+    to_prn = [math.floor((j + 1) * prn_fraction) > math.floor(j * prn_fraction) for j in range(n)]
+    if not any(to_prn):
+        raise ConfigError(f"data.target_labeled.prn_fraction={prn_fraction:g} keeps none of the {n} labelled "
+                          f"images for the PRN; raise it to at least {1 / n:.2g} or label more images")
+    parts = []
+    for wanted in (False, True):
+        part = copy.copy(ds)
+        part.records = [r for r, p in zip(ds.records, to_prn) if p == wanted]
+        parts.append(part if part.records else None)
+    return parts[0], parts[1]
 
 
 def _match_listed(entry: str, names: list[str], lt, kind: str) -> int:
