@@ -31,7 +31,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adaptation import evaluate, isolated, mean_std, say, significance, update_readme, write_json  # noqa: E402
 
-STRATEGIES = ("suggest", "random")
+STRATEGIES = ("suggest", "random", "suggest_split")
+DEFAULT_STRATEGIES = ("suggest", "random")
+#: suggest_split: the suggested images, half of them kept from the student for the PRN alone
+#: (data.target_labeled.prn_fraction), so the PRN learns from images its teacher never fits
+STRATEGY_OVERRIDES = {"suggest_split": {"data.target_labeled.prn_fraction": 0.5}}
 METRICS = ("target_miou", "pl_raw_miou", "pl_written_miou", "noise_auroc", "softmax_auroc", "wall_s")
 README_BEGIN = "<!-- few-label-results:begin (written by bench/few_labels.py --readme; do not edit) -->"
 README_END = "<!-- few-label-results:end -->"
@@ -70,7 +74,7 @@ def suggested(seed: int, k_max: int, args, data: Path, out: Path) -> list[str]:
 
 
 def chosen(strategy: str, seed: int, k: int, queue: list[str], images: list[str]) -> list[str]:
-    if strategy == "suggest":
+    if strategy in ("suggest", "suggest_split"):
         return queue[:k]
     return sorted(random.Random(1000 * seed + k).sample(images, k))
 
@@ -89,7 +93,8 @@ def run_one(seed: int, k: int, strategy: str, listed: list[str], args, data: Pat
         "data.source.root": data / "gta", "data.target.root": data / "cityscapes", "uda.mode": "prn",
         "train.seed": seed, "train.threads": args.threads, "train.eval_every": 0, "train.iters": args.adapt_iters,
         "train.init_from": out / f"seed{seed}" / "source_only" / "last.pt",
-        "data.target_labeled.root": data / "cityscapes", "data.target_labeled.list": lst}), args.overrides)
+        "data.target_labeled.root": data / "cityscapes", "data.target_labeled.list": lst,
+        **STRATEGY_OVERRIDES.get(strategy, {})}), args.overrides)
     resume = (run_dir / "last.pt").exists()
     t0 = time.perf_counter()
     say(f"train prn with {k} labelled target images ({strategy}, seed {seed}{', resuming' if resume else ''}) "
@@ -129,7 +134,8 @@ def summarise(doc: dict) -> dict:
     for k in sorted({r["k"] for r in runs if r["k"] > 0}):
         for metric in ("target_miou", "pl_written_miou"):
             pairs = {f"suggest_k{k}_minus_random_k{k}": (f"suggest_k{k}", f"random_k{k}"),
-                     f"suggest_k{k}_minus_prn_k0": (f"suggest_k{k}", "prn_k0")}
+                     f"suggest_k{k}_minus_prn_k0": (f"suggest_k{k}", "prn_k0"),
+                     f"suggest_split_k{k}_minus_suggest_k{k}": (f"suggest_split_k{k}", f"suggest_k{k}")}
             for name, (a, b) in pairs.items():
                 s = significance(by_seed(a, metric), by_seed(b, metric))
                 if s:
@@ -138,10 +144,11 @@ def summarise(doc: dict) -> dict:
         s = significance(by_seed(f"suggest_k{k}", "target_miou"), st)
         if s:
             sig[f"suggest_k{k}_minus_self_training:target_miou"] = s
-        raw = by_seed(f"suggest_k{k}", "pl_raw_miou")
-        s = significance(by_seed(f"suggest_k{k}", "pl_written_miou"), raw)
-        if s:
-            sig[f"suggest_k{k}_written_minus_raw:pl_miou"] = s
+        for strategy in ("suggest", "suggest_split"):
+            raw = by_seed(f"{strategy}_k{k}", "pl_raw_miou")
+            s = significance(by_seed(f"{strategy}_k{k}", "pl_written_miou"), raw)
+            if s:
+                sig[f"{strategy}_k{k}_written_minus_raw:pl_miou"] = s
     doc["significance"] = sig
     return doc
 
@@ -185,7 +192,9 @@ def parse_args(argv=None):
     ap.add_argument("--config", default="synthetic")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--k", default="10", help="comma list of labelled-image counts, e.g. 5,10,25,50 (default 10)")
-    ap.add_argument("--strategies", default=",".join(STRATEGIES), help="suggest (prnseg label --suggest), random")
+    ap.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
+                    help="suggest (prnseg label --suggest), random, suggest_split (suggest, half of the images for "
+                         "the PRN alone: data.target_labeled.prn_fraction=0.5)")
     ap.add_argument("--adapt-iters", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--set", dest="overrides", action="append", default=[])

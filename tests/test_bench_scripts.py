@@ -242,6 +242,21 @@ def test_few_labels_random_choice_is_seeded_and_suggest_takes_the_queue_prefix()
     assert a == few.chosen("random", 1, 10, [], images) and len(set(a)) == 10
     assert a != few.chosen("random", 2, 10, [], images)
     assert few.chosen("suggest", 0, 2, ["x.png", "y.png", "z.png"], images) == ["x.png", "y.png"]
+    assert few.chosen("suggest_split", 0, 2, ["x.png", "y.png", "z.png"], images) == ["x.png", "y.png"]
+    assert few.STRATEGY_OVERRIDES["suggest_split"] == {"data.target_labeled.prn_fraction": 0.5}
+
+
+def test_few_labels_judges_the_split_against_suggest():
+    few = _load("few_labels")
+    rows = [r for r in _few_label_rows() if r["strategy"] == "suggest"]
+    split = [{**r, "strategy": "suggest_split", "target_miou": r["target_miou"] - 0.01,
+              "pl_written_miou": r["pl_raw_miou"] + 0.02 + 0.001 * r["seed"]} for r in rows]
+    doc = few.summarise({"benchmark": {"version": 3, "seeds": [0, 1, 2]}, "command": "c", "runs": rows + split,
+                         "self_training": []})
+    sig = doc["significance"]
+    assert sig["suggest_split_k10_minus_suggest_k10:target_miou"]["verdict"] == "loss"
+    assert sig["suggest_split_k10_written_minus_raw:pl_miou"]["verdict"] == "gain"
+    assert "| 10 | suggest_split | 0, 1, 2 |" in few.report(doc)
 
 
 def test_noise_signals_auroc_and_verdicts_on_hand_made_numbers():
