@@ -192,7 +192,8 @@ class UDATrainer:
     def build_loader(self) -> DataLoader:
         from prnseg.training.data.builder import build_uda_dataset
 
-        dataset = build_uda_dataset(self.cfg, with_target=self.mode != "source_only")
+        dataset = build_uda_dataset(self.cfg, with_target=self.mode != "source_only",
+                                    progress=self.progress and dist_utils.is_main())
         sampler = ResumableSampler(len(dataset), self.cfg.train.seed, start=self.step * self.cfg.train.batch_size,
                                    rank=dist_utils.rank(), world_size=dist_utils.world_size())
         return DataLoader(dataset, batch_size=self.cfg.train.batch_size, sampler=sampler,

@@ -141,17 +141,18 @@ def _match_listed(entry: str, names: list[str], lt, kind: str) -> int:
                       f"the folder prnseg label --suggest labelled)")
 
 
-def build_rcs(cfg: Config, source: SegDataset) -> RareClassSampler | None:
+def build_rcs(cfg: Config, source: SegDataset, progress: bool = True) -> RareClassSampler | None:
     if not cfg.data.rcs.enabled:
         return None
     r = cfg.data.rcs
     return RareClassSampler(source, temperature=r.temperature, min_pixels=r.min_pixels,
-                            min_crop_ratio=r.min_crop_ratio, num_classes=cfg.model.num_classes)
+                            min_crop_ratio=r.min_crop_ratio, num_classes=cfg.model.num_classes, progress=progress)
 
 
-def build_uda_dataset(cfg: Config, with_target: bool = True):
+def build_uda_dataset(cfg: Config, with_target: bool = True, progress: bool = True):
+    """The training dataset; ``progress``: the bar of RCS's first pass over the source labels."""
     source = build_source(cfg)
-    rcs = build_rcs(cfg, source)
+    rcs = build_rcs(cfg, source, progress)
     if not with_target:
         return SourceOnly(source, cfg.train.seed, rcs=rcs)
     return UDADataset(source, build_target(cfg), rcs=rcs, seed=cfg.train.seed)
