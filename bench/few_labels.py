@@ -73,6 +73,11 @@ def suggested(seed: int, k_max: int, args, data: Path, out: Path) -> list[str]:
     return queue.read_text().splitlines()
 
 
+def needs_queue(strategies: list[str]) -> bool:
+    """Whether a strategy takes the images from the ``--suggest`` queue."""
+    return any(s in ("suggest", "suggest_split") for s in strategies)
+
+
 def chosen(strategy: str, seed: int, k: int, queue: list[str], images: list[str]) -> list[str]:
     if strategy in ("suggest", "suggest_split"):
         return queue[:k]
@@ -235,7 +240,7 @@ def main(argv=None) -> int:
                 row = eval_row(ev, seed, 0, "prn", None) if mode == "prn" else \
                     {"seed": seed, "target_miou": json.loads(ev.read_text())["miou"]}
                 doc[key].append(row)
-        queue = suggested(seed, max(ks), args, data, out) if "suggest" in strategies else []
+        queue = suggested(seed, max(ks), args, data, out) if needs_queue(strategies) else []
         for k in ks:
             for strategy in strategies:
                 picked = chosen(strategy, seed, k, queue, images)

@@ -243,6 +243,8 @@ def test_few_labels_random_choice_is_seeded_and_suggest_takes_the_queue_prefix()
     assert a != few.chosen("random", 2, 10, [], images)
     assert few.chosen("suggest", 0, 2, ["x.png", "y.png", "z.png"], images) == ["x.png", "y.png"]
     assert few.chosen("suggest_split", 0, 2, ["x.png", "y.png", "z.png"], images) == ["x.png", "y.png"]
+    assert few.needs_queue(["suggest_split"]) and few.needs_queue(["random", "suggest"])
+    assert not few.needs_queue(["random"])
     assert few.STRATEGY_OVERRIDES["suggest_split"] == {"data.target_labeled.prn_fraction": 0.5}
 
 
