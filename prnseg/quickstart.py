@@ -194,11 +194,15 @@ class Quickstart:
 
     def train_prn(self, init_from: Path) -> Path:
         self._stage(3, f"adaptation with the PRN ({self.plan.prn_iters} iterations, warm-started)")
+        return self._train("prn", self.prn_config(init_from))
+
+    def prn_config(self, init_from: Path):
+        """The adaptation's config, warm-started from ``init_from``: both loop runs share it."""
         cfg = self.config("prn", self.plan.prn_iters)
         cfg.train.init_from = str(init_from)
         cfg.prn.start_iter = self.plan.prn_start_iter
         cfg.prn.use_refined_labels = self.plan.use_refined_labels
-        return self._train("prn", cfg)
+        return cfg
 
     def evaluate(self, source_ckpt: Path, prn_ckpt: Path) -> dict:
         self._stage(4, "evaluate on the target val split, before and after adaptation")
@@ -254,10 +258,7 @@ class Quickstart:
         k = self.plan.labels
         self._stage(7, f"adapt again with the {k} suggested images labelled (their synthetic ground truth stands "
                        "in for a person)")
-        cfg = self.config("prn", self.plan.prn_iters)
-        cfg.train.init_from = str(init_from)
-        cfg.prn.start_iter = self.plan.prn_start_iter
-        cfg.prn.use_refined_labels = self.plan.use_refined_labels
+        cfg = self.prn_config(init_from)
         cfg.data.target_labeled.root = str(self.data / "cityscapes")
         cfg.data.target_labeled.list = str(self.suggest_list())
         ckpt = self._train("prn_labels", cfg)
