@@ -4,18 +4,25 @@ For each seed's adapted ``prn`` checkpoint of ``bench/adaptation.py`` (same ``--
 the labelled target val split is scored by each signal, and the signal's AUROC at telling the
 teacher's wrong labels (argmax != ground truth) from its right ones is reported, beside the
 teacher's max-softmax (the baseline the PRN's noise head has to beat by 1 point, issue "A PRN that
-earns its name"). The signals cost at most three forward passes, so any of them could ship in the
-exported graph:
+earns its name"). Each signal's cost in forward passes of the teacher is in brackets:
 
-- ``max_softmax``: 1 - the teacher's top probability (the baseline);
-- ``margin``: minus the gap between its two top probabilities; ``entropy``: of its distribution;
-- ``prn_noise``: the PRN's noise probability (what ``prnseg label`` writes today);
-- ``prn_refined_softmax``: 1 - the PRN's refined probability of the teacher's label;
+- ``max_softmax``: 1 - the teacher's top probability (the baseline) [1];
+- ``margin``: minus the gap between its two top probabilities; ``entropy``: of its distribution [1];
+- ``prn_noise``: the PRN's noise probability (what ``prnseg label`` writes today) [1];
+- ``prn_refined_softmax``: 1 - the PRN's refined probability of the teacher's label [1];
 - ``flip_softmax``: 1 - the probability of the teacher's label averaged over the image and its
-  mirror (test-time augmentation);
-- ``student_softmax``: the same averaged over teacher and student;
-- ``flip_student_softmax``: averaged over teacher, mirrored teacher and student;
-- ``flip_disagreement``: max-softmax plus 1 where the mirrored view's label differs.
+  mirror (test-time augmentation) [2];
+- ``student_softmax``: the same averaged over teacher and student [2];
+- ``flip_student_softmax``: averaged over teacher, mirrored teacher and student [3];
+- ``flip_disagreement``: max-softmax plus 1 where the mirrored view's label differs [2];
+- ``snapshot_softmax``: 1 - the probability of the teacher's label averaged over the teacher and the
+  run's starting model (the ``source_only`` checkpoint it adapted from: the teacher "some thousand
+  steps back", kept frozen beside the exported one) [2]; ``snapshot_disagreement``: max-softmax
+  plus 1 where the snapshot's label differs [2];
+- ``scale_flip_softmax``: the label's probability averaged over scales 0.75, 1, 1.25 and their
+  mirrors (the field's multi-scale test-time augmentation) [6];
+- ``prn_noise_softmax_mean``: the mean of ``prn_noise`` and ``max_softmax`` (does the PRN's mask add
+  anything to confidence?) [1].
 
     python bench/noise_signals.py --out runs/v3 --seeds 0,1,2 --json bench/results/noise_signals_v3.json
 """
@@ -32,7 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adaptation import mean_std, significance, write_json  # noqa: E402
 
 SIGNALS = ("max_softmax", "margin", "entropy", "prn_noise", "prn_refined_softmax", "flip_softmax",
-           "student_softmax", "flip_student_softmax", "flip_disagreement")
+           "student_softmax", "flip_student_softmax", "flip_disagreement", "snapshot_softmax",
+           "snapshot_disagreement", "scale_flip_softmax", "prn_noise_softmax_mean")
+SCALES = (0.75, 1.25)   # beside 1.0, for scale_flip_softmax
 
 
 def auroc(score: np.ndarray, positive: np.ndarray) -> float:
@@ -47,16 +56,24 @@ def auroc(score: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def image_signals(teacher, student, prn, rgb: np.ndarray, pipe, device, hw) -> tuple[dict, np.ndarray]:
-    """Every signal's H x W map for one image, and the teacher's label."""
+def image_signals(teacher, student, snapshot, prn, rgb: np.ndarray, pipes: dict, device,
+                  hw) -> tuple[dict, np.ndarray]:
+    """Every signal's H x W map for one image, and the teacher's label. ``pipes`` maps each test
+    scale (1.0 and :data:`SCALES`) to its pipeline."""
     import torch
 
     from prnseg.training.evaluate import run_networks
 
-    t = run_networks(teacher, prn, rgb, pipe, device, hw)
-    flipped = run_networks(teacher, None, np.ascontiguousarray(rgb[:, ::-1]), pipe, device, hw)["logits"].flip(-1)
-    s = run_networks(student, None, rgb, pipe, device, hw)["logits"]
-    p, pf, ps = t["logits"].softmax(0), flipped.softmax(0), s.softmax(0)
+    mirror = np.ascontiguousarray(rgb[:, ::-1])
+
+    def probs(model, image, scale=1.0, flip=False):
+        logits = run_networks(model, None, image, pipes[scale], device, hw)["logits"]
+        return (logits.flip(-1) if flip else logits).softmax(0)
+
+    t = run_networks(teacher, prn, rgb, pipes[1.0], device, hw)
+    p, pf, ps, pn = t["logits"].softmax(0), probs(teacher, mirror, flip=True), probs(student, rgb), probs(snapshot, rgb)
+    scaled = [probs(teacher, img, sc, flip) for sc in SCALES for img, flip in ((rgb, False), (mirror, True))]
+    pms = (p + pf + sum(scaled)) / (2 + len(scaled))
     top2 = p.topk(2, 0).values
     label = p.argmax(0)
 
@@ -68,11 +85,15 @@ def image_signals(teacher, student, prn, rgb: np.ndarray, pipe, device, hw) -> t
             "prn_refined_softmax": 1 - of_label(t["refined_logits"].softmax(0)),
             "flip_softmax": 1 - of_label((p + pf) / 2), "student_softmax": 1 - of_label((p + ps) / 2),
             "flip_student_softmax": 1 - of_label((p + pf + ps) / 3),
-            "flip_disagreement": (1 - top2[0]) + (pf.argmax(0) != label).float()}
+            "flip_disagreement": (1 - top2[0]) + (pf.argmax(0) != label).float(),
+            "snapshot_softmax": 1 - of_label((p + pn) / 2),
+            "snapshot_disagreement": (1 - top2[0]) + (pn.argmax(0) != label).float(),
+            "scale_flip_softmax": 1 - of_label(pms),
+            "prn_noise_softmax_mean": (torch.sigmoid(t["noise_logit"][0]) + 1 - top2[0]) / 2}
     return {k: v.float().numpy() for k, v in maps.items()}, label.numpy()
 
 
-def seed_row(ckpt: Path, data: Path, max_images: int) -> dict:
+def seed_row(ckpt: Path, snapshot_ckpt: Path, data: Path, max_images: int) -> dict:
     import torch
 
     from prnseg.training.data.builder import build_eval_dataset, val_dataset_config
@@ -82,18 +103,23 @@ def seed_row(ckpt: Path, data: Path, max_images: int) -> dict:
     cfg, student, prn, teacher = load_models(ckpt, "student", "cpu", with_teacher=True)
     if prn is None:
         raise SystemExit(f"{ckpt}: has no PRN; give the --out of bench/adaptation.py's prn runs")
-    for m in (student, prn, teacher):
+    if not snapshot_ckpt.exists():
+        raise SystemExit(f"{snapshot_ckpt}: not found; the snapshot signals need the seed's source_only run "
+                         "(bench/adaptation.py --modes source_only)")
+    _, snapshot, _, _ = load_models(snapshot_ckpt, "student", "cpu")
+    for m in (student, prn, teacher, snapshot):
         m.eval()
     vcfg = val_dataset_config(cfg)
     ds = build_eval_dataset(vcfg.kind, data / "cityscapes", vcfg.split)
-    pipe = build_test_pipeline(size=vcfg.size)
+    h, w = vcfg.size
+    pipes = {sc: build_test_pipeline(size=(round(h * sc), round(w * sc))) for sc in (1.0, *SCALES)}
     scores = {k: [] for k in SIGNALS}
     wrong = []
     n = len(ds) if max_images <= 0 else min(max_images, len(ds))
     with torch.no_grad():
         for i in range(n):
             rgb, gt = ds.load_raw(i)
-            maps, label = image_signals(teacher, student, prn, rgb, pipe, torch.device("cpu"), gt.shape)
+            maps, label = image_signals(teacher, student, snapshot, prn, rgb, pipes, torch.device("cpu"), gt.shape)
             valid = gt != 255
             wrong.append((label != gt)[valid])
             for k in SIGNALS:
@@ -137,7 +163,8 @@ def main(argv=None) -> int:
     data = Path(args.data) if args.data else out / "data"
     rows = {}
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
-        rows[seed] = seed_row(out / f"seed{seed}" / args.mode / "last.pt", data, args.max_images)
+        rows[seed] = seed_row(out / f"seed{seed}" / args.mode / "last.pt",
+                              out / f"seed{seed}" / "source_only" / "last.pt", data, args.max_images)
         print(f"seed {seed}: " + ", ".join(f"{k} {100 * rows[seed][k]:.2f}" for k in SIGNALS), flush=True)
     doc = {"out": str(out), "mode": args.mode, "runs": {str(s): r for s, r in rows.items()}, **summarise(rows)}
     print("\n" + report(doc))
