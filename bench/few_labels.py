@@ -89,6 +89,8 @@ def run_one(seed: int, k: int, strategy: str, listed: list[str], args, data: Pat
     done = run_dir / "run.json"
     if done.exists():
         return json.loads(done.read_text())
+    if args.collect:
+        return {}
     run_dir.mkdir(parents=True, exist_ok=True)
     lst = run_dir / "labelled.txt"
     lst.write_text("".join(f"{p}\n" for p in listed))
@@ -205,6 +207,8 @@ def parse_args(argv=None):
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--json", default=None, metavar="FILE", help="default OUT/few_labels.json")
     ap.add_argument("--readme", default=None, metavar="README.md")
+    ap.add_argument("--collect", action="store_true", help="train nothing: report the runs under OUT that finished "
+                    "(a run.json each) for these seeds, counts and strategies")
     ap.add_argument("--from-json", default=None, metavar="FILE", help="train nothing: report from this JSON")
     return ap.parse_args(argv)
 
@@ -226,13 +230,16 @@ def main(argv=None) -> int:
     if bad or not ks or min(ks) < 1:
         raise SystemExit(f"--strategies: choose from {', '.join(STRATEGIES)}" if bad else "--k: counts >= 1, e.g. 5,10")
     meta = json.loads((data / "synth.json").read_text())
-    command = "python bench/few_labels.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
-                                                                                 else sys.argv[1:]))
+    # what trains (or resumes) every run reported; --collect only gathers them
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python bench/few_labels.py " + " ".join(shlex.quote(a) for a in given if a != "--collect")
     doc = {"benchmark": {"version": meta["version"], "seeds": seeds, "config": args.config,
                          "adapt_iters": args.adapt_iters, "overrides": args.overrides},
            "command": command, "runs": [], "self_training": []}
     json_path = Path(args.json) if args.json else out / "few_labels.json"
     images = target_images(data)
+    if not args.collect and max(ks) > len(images):
+        raise SystemExit(f"--k {max(ks)}: the target train split of {data} has {len(images)} images")
     for seed in seeds:
         for mode, key in (("prn", "runs"), ("self_training", "self_training")):
             ev = out / f"seed{seed}" / mode / "eval.json"
@@ -240,12 +247,14 @@ def main(argv=None) -> int:
                 row = eval_row(ev, seed, 0, "prn", None) if mode == "prn" else \
                     {"seed": seed, "target_miou": json.loads(ev.read_text())["miou"]}
                 doc[key].append(row)
-        queue = suggested(seed, max(ks), args, data, out) if needs_queue(strategies) else []
+        queue = suggested(seed, max(ks), args, data, out) if needs_queue(strategies) and not args.collect else []
         for k in ks:
             for strategy in strategies:
-                picked = chosen(strategy, seed, k, queue, images)
-                doc["runs"].append(run_one(seed, k, strategy, picked, args, data, out))
-                write_json(json_path, summarise(doc))
+                picked = [] if args.collect else chosen(strategy, seed, k, queue, images)
+                row = run_one(seed, k, strategy, picked, args, data, out)
+                if row:
+                    doc["runs"].append(row)
+                    write_json(json_path, summarise(doc))
     text = report(summarise(doc))
     write_json(json_path, doc)
     print("\n" + text + f"\nwrote {json_path}")

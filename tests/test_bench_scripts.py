@@ -235,6 +235,31 @@ def test_few_labels_summary_judges_chosen_against_random_and_writes_the_readme(t
     assert "old" not in body and "36.2 ± 0.8" in body and body.startswith("a\n") and body.endswith("b\n")
 
 
+def test_few_labels_collect_reports_the_finished_runs_and_trains_nothing(tmp_path):
+    out = tmp_path / "runs"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "synth.json").write_text(json.dumps({"version": 3}))
+    rows = [r for r in _few_label_rows() if r["k"] == 10 and r["seed"] < 2]
+    for r in rows:
+        d = out / "few_labels" / f"seed{r['seed']}" / f"{r['strategy']}_k{r['k']}"
+        d.mkdir(parents=True)
+        (d / "run.json").write_text(json.dumps(r))
+    (out / "seed0" / "self_training").mkdir(parents=True)
+    (out / "seed0" / "self_training" / "eval.json").write_text(json.dumps({"miou": 0.31}))
+    # seed 1's K=5 runs and seed 2 never ran: --collect leaves them out instead of training them
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "few_labels.py"), "--out", str(out), "--seeds", "0,1,2",
+                          "--k", "5,10", "--collect", "--json", str(tmp_path / "f.json")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "f.json").read_text())
+    assert sorted((r["seed"], r["k"], r["strategy"]) for r in doc["runs"]) == \
+        [(0, 10, "random"), (0, 10, "suggest"), (1, 10, "random"), (1, 10, "suggest")]
+    assert "--collect" not in doc["command"] and "--k 5,10" in doc["command"]
+    assert doc["self_training"] == [{"seed": 0, "target_miou": 0.31}]
+    assert "| 10 | suggest | 0, 1 |" in res.stdout
+    assert not (out / "few_labels" / "seed2").exists() and not (out / "few_labels" / "seed1" / "suggest_k5").exists()
+
+
 def test_few_labels_random_choice_is_seeded_and_suggest_takes_the_queue_prefix():
     few = _load("few_labels")
     images = [f"c/{i}.png" for i in range(50)]
