@@ -121,6 +121,20 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
+def _training_data(cfg) -> dict:
+    """The source and target datasets the model was trained on (kind and root; a root that exists
+    from here as an absolute path), so later commands (``prnseg import-labels``' train line) can
+    name them instead of asking the user to."""
+    out = {}
+    for name in ("source", "target"):
+        d = getattr(cfg.data, name)
+        root = Path(str(d.root)) if str(d.root) else None
+        if root is not None and root.is_dir():
+            root = root.resolve()
+        out[name] = {"kind": d.kind, "root": str(root) if root is not None else ""}
+    return out
+
+
 def _versions() -> dict:
     import onnx
     import onnxruntime
@@ -309,5 +323,5 @@ def _model_doc(job: _Job, files: dict[str, Path]) -> dict:
         "checkpoint": {"file": job.checkpoint.name, "sha256": file_sha256(job.checkpoint), "weights": job.weights,
                        "iteration": int(job.state.get("step", 0)), "config": cfg.name,
                        "config_shipped": cfg.name in shipped_configs(), "arch": cfg.model.arch,
-                       "head": cfg.model.head, "mode": cfg.uda.mode},
+                       "head": cfg.model.head, "mode": cfg.uda.mode, "data": _training_data(cfg)},
     }

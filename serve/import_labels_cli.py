@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from prnseg.formatting import pct
@@ -84,8 +85,35 @@ def run(args: argparse.Namespace) -> int:
               f"--set data.target_labeled.root=ROOT")
         return 0
     config = train_config(model_dir) if model_dir is not None else "gta2cityscapes"
-    print(f"next: prnseg train --config {config} --set data.source.root=SOURCE_ROOT "
-          f"--set data.target.root=TARGET_ROOT --set data.target_labeled.kind=folder "
-          f"--set data.target_labeled.root={root}   # {s['imported']} hand-labelled images ({root}: images/, "
-          f"labels/)")
+    roots = _training_roots(model_dir)
+    data = " ".join(f"--set data.{n}.root={shlex.quote(roots.get(n, n.upper() + '_ROOT'))}"
+                    for n in ("source", "target"))
+    print(f"next: prnseg train --config {config} {data} --set data.target_labeled.kind=folder "
+          f"--set data.target_labeled.root={shlex.quote(str(root))}   # {s['imported']} hand-labelled images "
+          f"({root}: images/, labels/)")
+    missing = [n for n in ("source", "target") if n not in roots]
+    if missing:
+        why = "give --model MODEL_DIR to read them from the model" if model_dir is None else \
+            f"{model_dir / 'model.json'} records no such folder that exists here"
+        print(f"  ({', '.join(n.upper() + '_ROOT' for n in missing)}: the {' and '.join(missing)} data the model "
+              f"was trained on; {why})")
     return 0
+
+
+def _training_roots(model_dir: Path | None) -> dict[str, str]:
+    """The source and target roots the exported model recorded (``checkpoint.data``), where they
+    still exist."""
+    import json
+
+    if model_dir is None:
+        return {}
+    try:
+        data = json.loads((model_dir / "model.json").read_text()).get("checkpoint", {}).get("data") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    roots = {}
+    for name in ("source", "target"):
+        root = (data.get(name) or {}).get("root") if isinstance(data.get(name), dict) else None
+        if root and Path(root).is_dir():
+            roots[name] = root
+    return roots

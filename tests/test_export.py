@@ -60,6 +60,7 @@ def test_model_json_describes_a_ready_model(exported_model, prn_checkpoint):
     from prnseg.training.config import shipped_configs
 
     assert doc["checkpoint"]["config_shipped"] is (doc["checkpoint"]["config"] in shipped_configs())
+    assert {n: d["kind"] for n, d in doc["checkpoint"]["data"].items()} == {"source": "gta", "target": "cityscapes"}
     for key in ("segmenter", "prn", "pseudolabeler", "pseudolabeler_fp16"):
         path = spec.artefact_path(key)
         assert doc["artefacts"][key]["sha256"] == file_sha256(path)

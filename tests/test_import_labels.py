@@ -192,6 +192,27 @@ def test_the_model_s_classes_number_the_labels(queue, tmp_path):
         want[truth(1) == TRAIN_ID[name]] = tid
     assert_labels(queue, {key(rel) + ".png": want for rel in IMAGES})
     assert "--config synthetic" in proc.stdout
+    # a model exported before it recorded its training data: placeholders, and why
+    assert "data.source.root=SOURCE_ROOT" in proc.stdout and "records no such folder" in proc.stdout
+
+
+def test_the_train_line_names_the_data_the_model_was_trained_on(queue, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    src, tgt = tmp_path / "gta data", tmp_path / "cityscapes"
+    src.mkdir()
+    tgt.mkdir()
+    (model / "model.json").write_text(json.dumps({
+        "format": "prnseg-model", "format_version": 1, "ready": False, "classes": list(CITYSCAPES_CLASSES),
+        "palette": [list(c) for c in CITYSCAPES_PALETTE], "artefacts": {},
+        "input": {"mean": [0, 0, 0], "std": [1, 1, 1], "buckets": [[32, 64]]},
+        "checkpoint": {"config": "synthetic", "config_shipped": True,
+                       "data": {"source": {"kind": "gta", "root": str(src)},
+                                "target": {"kind": "cityscapes", "root": str(tgt)}}}}))
+    proc = run_cli("import-labels", write_export(tmp_path / "e.zip", masks_of()), "--suggest", queue, "--model", model)
+    nxt = [ln for ln in proc.stdout.splitlines() if ln.startswith("next: prnseg train")]
+    assert nxt and f"--set data.source.root='{src}' --set data.target.root={tgt} " in nxt[0]
+    assert "_ROOT" not in proc.stdout
 
 
 def _undeclared(tmp_path):
