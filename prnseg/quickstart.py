@@ -206,19 +206,24 @@ class Quickstart:
 
     def evaluate(self, source_ckpt: Path, prn_ckpt: Path) -> dict:
         self._stage(4, "evaluate on the target val split, before and after adaptation")
+        t0 = time.perf_counter()
+        result = {name: self._target_val(name, ckpt) for name, ckpt in (("source_only", source_ckpt),
+                                                                         ("prn", prn_ckpt))}
+        self._mark("eval", time.perf_counter() - t0)
+        return result
+
+    def _target_val(self, run: str, ckpt: Path) -> dict:
+        """``run``'s target val metrics: its eval.json when a previous quickstart wrote it, else
+        evaluated now (and written there)."""
         from prnseg import api
 
-        result = {}
-        t0 = time.perf_counter()
-        for name, ckpt in (("source_only", source_ckpt), ("prn", prn_ckpt)):
-            path = self.runs / name / "eval.json"
-            if path.exists():
-                result[name] = json.loads(path.read_text())
-            else:
-                result[name] = api.evaluate(ckpt, self.data / "cityscapes", split="val", device=self.plan.device,
-                                            json_path=path, progress=self.progress, verbose=False)
-            print(f"  {name:<12} target val mIoU {100 * result[name]['miou']:.1f}")
-        self._mark("eval", time.perf_counter() - t0)
+        path = self.runs / run / "eval.json"
+        if path.exists():
+            result = json.loads(path.read_text())
+        else:
+            result = api.evaluate(ckpt, self.data / "cityscapes", split="val", device=self.plan.device,
+                                  json_path=path, progress=self.progress, verbose=False)
+        print(f"  {run:<12} target val mIoU {100 * result['miou']:.1f}")
         return result
 
     def export(self, prn_ckpt: Path) -> None:
@@ -262,17 +267,9 @@ class Quickstart:
         cfg.data.target_labeled.root = str(self.data / "cityscapes")
         cfg.data.target_labeled.list = str(self.suggest_list())
         ckpt = self._train("prn_labels", cfg)
-        from prnseg import api
-
-        path = self.runs / "prn_labels" / "eval.json"
-        if path.exists():
-            result = json.loads(path.read_text())
-        else:
-            t0 = time.perf_counter()
-            result = api.evaluate(ckpt, self.data / "cityscapes", split="val", device=self.plan.device,
-                                  json_path=path, progress=self.progress, verbose=False)
-            self._mark("eval_labels", time.perf_counter() - t0)
-        print(f"  {'prn_labels':<12} target val mIoU {100 * result['miou']:.1f}")
+        t0 = time.perf_counter()
+        result = self._target_val("prn_labels", ckpt)
+        self._mark("eval_labels", time.perf_counter() - t0)
         return ckpt, result
 
     def suggest_list(self) -> Path:
