@@ -27,6 +27,12 @@ head's AUROC on the labelled target val split (the same metrics as ``prnseg eval
   rectified label (refine head) and where it differs from the teacher's (noise head). The score
   also reports how good the rectified labels themselves are (``rectified_miou``): a PRN taught by
   them cannot do better than they are;
+- ``tta``: a label-free signal from the target itself (multi-scale and mirror test-time
+  augmentation, the field's standard way to make better pseudo-labels offline): each target crop's
+  label is the argmax of the teacher's class probabilities averaged over scales 0.75, 1, 1.25 and
+  their mirrors. The PRN learns, on *target* images and from the teacher's single-pass logits and
+  features, to predict that label (refine head) and where it differs from the teacher's own (noise
+  head): one pass that distils six. ``tta_miou`` scores the averaged labels themselves;
 - ``target_labels``: an upper bound, not a UDA signal: the PRN learns from the teacher's
   unperturbed logits on the *target train* images and their labels, which training never reads.
   It shows the most this PRN can add on top of this teacher, whatever signal teaches it. With
@@ -62,7 +68,8 @@ from prnseg.training.models.factory import create_prn
 from prnseg.training.prn_step import PRNBatch, PRNStep
 
 VARIANTS = ("full", "logits_only", "fda", "no_perturb", "feature_fft", "prior_residual", "target_consistency",
-            "prototype", "target_labels")
+            "prototype", "tta", "target_labels")
+TTA_SCALES = (0.75, 1.0, 1.25)      # each with its mirror
 PROTOTYPE_MIN_CONFIDENCE = 0.9      # pixels that build the prototypes
 PROTOTYPE_TEMPERATURE = 0.1         # of the cosine similarity to the prototypes
 
@@ -144,6 +151,25 @@ def rectified_logits(out, protos: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(out.logits.float(), 1) + torch.log(w.clamp_min(1e-12))
 
 
+def tta_probabilities(teacher, x: torch.Tensor, scales=TTA_SCALES) -> torch.Tensor:
+    """The teacher's class probabilities for the normalised images ``x`` (B x 3 x H x W) averaged
+    over ``scales`` and each scale's mirror, at H x W."""
+    f = torch.nn.functional
+    h, w = x.shape[-2:]
+    total = 0.0
+    with torch.no_grad():
+        for sc in scales:
+            xs = x if sc == 1.0 else f.interpolate(x, scale_factor=sc, mode="bilinear", align_corners=False)
+            hs, ws = xs.shape[-2:]
+            for mirror in (False, True):
+                inp = f.pad(xs.flip(-1) if mirror else xs, (0, -ws % 32, 0, -hs % 32))
+                z = f.interpolate(teacher(inp).logits.float(), size=inp.shape[-2:], mode="bilinear",
+                                  align_corners=False)[..., :hs, :ws]
+                z = z.flip(-1) if mirror else z
+                total = total + torch.softmax(f.interpolate(z, size=(h, w), mode="bilinear", align_corners=False), 1)
+    return total / (2 * len(scales))
+
+
 def train_variant(variant, teacher, cfg, iters, seed, lr, target_list=None):
     parts = variant_parts(variant)
     torch.manual_seed(seed)
@@ -180,6 +206,8 @@ def train_variant(variant, teacher, cfg, iters, seed, lr, target_list=None):
             z, feats = out_t.logits, out_t.features
             ys = torch.nn.functional.interpolate(rectified_logits(out_t, protos).argmax(1, keepdim=True).float(),
                                                  size=xt.shape[-2:], mode="nearest")[:, 0].long()
+        if "tta" in parts:   # the target, its single-pass teacher and the augmented teacher's labels
+            z, feats, ys = out_t.logits, out_t.features, tta_probabilities(teacher, xt).argmax(1)
         out = step.losses(prn, PRNBatch(feats, z, ys), target=PRNBatch(out_t.features, out_t.logits),
                           target_images=xt, teacher=lambda x: teacher(x).logits.float(), generator=g)
         opt.zero_grad()
@@ -190,11 +218,13 @@ def train_variant(variant, teacher, cfg, iters, seed, lr, target_list=None):
                   f"noise BCE {out.terms['prn_noise'].item():.3f}", flush=True)
     prn.eval()
     prn.prototypes = protos
+    prn.tta = "tta" in parts
     return prn
 
 
 def score_rectified(teacher, protos, cfg, data_root, n_images) -> float:
-    """mIoU of the prototype-rectified labels themselves on the labelled target split."""
+    """mIoU of the prototype-rectified labels themselves on the labelled target split (with
+    ``protos`` None: of the test-time augmented labels, :func:`tta_probabilities`)."""
     from prnseg.metrics import ConfusionMatrix
 
     vcfg = val_dataset_config(cfg)
@@ -207,9 +237,13 @@ def score_rectified(teacher, protos, cfg, data_root, n_images) -> float:
             x = torch.from_numpy(np.ascontiguousarray(pipe({"img": rgb, "gt": None}, np.random.default_rng(0))["img"]
                                                       .transpose(2, 0, 1), dtype=np.float32))[None]
             h, w = x.shape[-2:]
-            x = torch.nn.functional.pad(x, (0, -w % 32, 0, -h % 32))
-            z = rectified_logits(teacher(x), protos)
-            z = torch.nn.functional.interpolate(z, size=x.shape[-2:], mode="bilinear", align_corners=False)[..., :h, :w]
+            if protos is None:
+                z = tta_probabilities(teacher, x)
+            else:
+                x = torch.nn.functional.pad(x, (0, -w % 32, 0, -h % 32))
+                z = rectified_logits(teacher(x), protos)
+                z = torch.nn.functional.interpolate(z, size=x.shape[-2:], mode="bilinear",
+                                                    align_corners=False)[..., :h, :w]
             z = torch.nn.functional.interpolate(z, size=gt.shape, mode="bilinear", align_corners=False)
             cm.update(z.argmax(1)[0].numpy(), gt)
     return cm.miou()
@@ -286,6 +320,9 @@ def main():
         rows[v] = {**score(teacher, prn, cfg, cfg.data.target.root, args.val_images),
                    "seconds": round(time.perf_counter() - t0, 1)}
         r = rows[v]
+        if prn.tta:
+            r["tta_miou"] = score_rectified(teacher, None, cfg, cfg.data.target.root, args.val_images)
+            print(f"{v:<12} the test-time augmented labels themselves: {100 * r['tta_miou']:5.1f} mIoU", flush=True)
         if getattr(prn, "prototypes", None) is not None:
             r["rectified_miou"] = score_rectified(teacher, prn.prototypes, cfg, cfg.data.target.root, args.val_images)
             print(f"{v:<12} the prototype-rectified labels themselves: {100 * r['rectified_miou']:5.1f} mIoU",
