@@ -66,10 +66,10 @@ from prnseg.training.fft_perturb import fft_perturb_logits, sample_eps
 from prnseg.training.loading import load_checkpoint_model
 from prnseg.training.models.factory import create_prn
 from prnseg.training.prn_step import PRNBatch, PRNStep
+from prnseg.training.tta import tta_probabilities as _tta
 
 VARIANTS = ("full", "logits_only", "fda", "no_perturb", "feature_fft", "prior_residual", "target_consistency",
             "prototype", "tta", "target_labels")
-TTA_SCALES = (0.75, 1.0, 1.25)      # each with its mirror
 PROTOTYPE_MIN_CONFIDENCE = 0.9      # pixels that build the prototypes
 PROTOTYPE_TEMPERATURE = 0.1         # of the cosine similarity to the prototypes
 
@@ -151,23 +151,9 @@ def rectified_logits(out, protos: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(out.logits.float(), 1) + torch.log(w.clamp_min(1e-12))
 
 
-def tta_probabilities(teacher, x: torch.Tensor, scales=TTA_SCALES) -> torch.Tensor:
-    """The teacher's class probabilities for the normalised images ``x`` (B x 3 x H x W) averaged
-    over ``scales`` and each scale's mirror, at H x W."""
-    f = torch.nn.functional
-    h, w = x.shape[-2:]
-    total = 0.0
-    with torch.no_grad():
-        for sc in scales:
-            xs = x if sc == 1.0 else f.interpolate(x, scale_factor=sc, mode="bilinear", align_corners=False)
-            hs, ws = xs.shape[-2:]
-            for mirror in (False, True):
-                inp = f.pad(xs.flip(-1) if mirror else xs, (0, -ws % 32, 0, -hs % 32))
-                z = f.interpolate(teacher(inp).logits.float(), size=inp.shape[-2:], mode="bilinear",
-                                  align_corners=False)[..., :hs, :ws]
-                z = z.flip(-1) if mirror else z
-                total = total + torch.softmax(f.interpolate(z, size=(h, w), mode="bilinear", align_corners=False), 1)
-    return total / (2 * len(scales))
+def tta_probabilities(teacher, x: torch.Tensor) -> torch.Tensor:
+    """The teacher's class probabilities for ``x`` averaged over scales and mirrors (training/tta.py)."""
+    return _tta(lambda inp: teacher(inp).logits, x)
 
 
 def train_variant(variant, teacher, cfg, iters, seed, lr, target_list=None):
