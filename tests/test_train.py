@@ -48,6 +48,17 @@ def test_prn_noise_mask_only_variant_trains(synth_root, tmp_path):
     assert load_checkpoint(out / "last.pt")["config"]["prn"]["use_refined_labels"] is False
 
 
+def test_prn_learning_the_augmented_teacher_on_the_target_trains(synth_root, tmp_path):
+    out = tmp_path / "tta"
+    run_cli(*tiny_train_args(synth_root, out, mode="prn", iters=2,
+                             extra=["prn.refine_signal=target_tta", "prn.noise_signal=target_tta"]))
+    with open(out / "metrics.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["prn_ref"]) > 0 and float(row["prn_noise"]) > 0
+    cfg = load_checkpoint(out / "last.pt")["config"]["prn"]
+    assert (cfg["refine_signal"], cfg["noise_signal"]) == ("target_tta", "target_tta")
+
+
 @pytest.mark.slow
 def test_prn_target_consistency_without_features_trains_evaluates_and_exports(synth_root, tmp_path):
     """The noise head learning from target label consistency, reading only class probabilities."""

@@ -104,8 +104,14 @@ class PRNConfig:
     # What the noise head learns from. "source_fft" (the method): pixels where the FFT-perturbed
     # source logits are wrong. "target_consistency": target pixels whose teacher label changes when
     # the image is flipped, colour-jittered and blurred (a label-free proxy of the teacher's errors
-    # in the domain it will be used on; costs one more teacher forward per step).
+    # in the domain it will be used on; costs one more teacher forward per step). "target_tta":
+    # target pixels where the teacher's single-pass label differs from its label averaged over
+    # scales 0.75/1/1.25 and their mirrors (training/tta.py; six more teacher forwards per step).
     noise_signal: str = "source_fft"
+    # What the refine head learns from. "source_fft" (the method): the FFT-perturbed source logits
+    # and their labels. "target_tta": target crops, towards the teacher's multi-scale + mirror
+    # averaged labels: the PRN learns to give in one pass what test-time augmentation gives in six
+    refine_signal: str = "source_fft"
     # Where the noise logit starts: "none" (the method: the noise head's output alone) or
     # "max_softmax" (logit(1 - the teacher's top probability) plus the head's zero-initialised
     # output, so the mask starts as good at ranking errors as confidence and learns a correction)
@@ -226,7 +232,8 @@ CHOICES = {
     "uda.ema_buffers": ("none", "copy", "ema"),
     "uda.ce_reduction": ("all_pixels", "valid_pixels"),
     "model.head": ("daformer", "segformer"),
-    "prn.noise_signal": ("source_fft", "target_consistency"),
+    "prn.noise_signal": ("source_fft", "target_consistency", "target_tta"),
+    "prn.refine_signal": ("source_fft", "target_tta"),
     "prn.noise_prior": ("none", "max_softmax"),
     "prn.pseudo_label_bn": ("batch", "running"),
     "model.arch": ("tiny", "mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5"),

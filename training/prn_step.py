@@ -24,10 +24,12 @@ import torch
 
 from .augment import consistency_view
 from .fft_perturb import fft_perturb_logits, sample_eps
-from .losses import consistency_noise_loss, prn_losses, seg_ce_loss
+from .losses import consistency_noise_loss, prn_losses
 from .pseudo_labels import written_labels
+from .tta import tta_probabilities
 
-NOISE_SIGNALS = ("source_fft", "target_consistency")
+NOISE_SIGNALS = ("source_fft", "target_consistency", "target_tta")
+REFINE_SIGNALS = ("source_fft", "target_tta")
 
 Resize = Callable[[torch.Tensor], torch.Tensor]
 
@@ -65,6 +67,7 @@ class PRNStep:
     refine_min_confidence: float = 0.0
     noise_threshold: float = 0.5
     noise_signal: str = "source_fft"
+    refine_signal: str = "source_fft"
     noise_pos_weight: str | float = "balanced"
     ce_reduction: str = "all_pixels"
     eps_low: float = 0.05
@@ -76,13 +79,17 @@ class PRNStep:
     def __post_init__(self):
         if self.noise_signal not in NOISE_SIGNALS:
             raise ValueError(f"prn.noise_signal must be one of {', '.join(NOISE_SIGNALS)}, got {self.noise_signal!r}")
+        if self.refine_signal not in REFINE_SIGNALS:
+            raise ValueError(f"prn.refine_signal must be one of {', '.join(REFINE_SIGNALS)}, "
+                             f"got {self.refine_signal!r}")
 
     @classmethod
     def from_config(cls, cfg) -> "PRNStep":
         """The step a training config describes (its ``prn`` and ``uda`` sections)."""
         p, u = cfg.prn, cfg.uda
         return cls(use_refined_labels=p.use_refined_labels, refine_min_confidence=p.refine_min_confidence,
-                   noise_threshold=p.noise_threshold, noise_signal=p.noise_signal, noise_pos_weight=p.noise_pos_weight,
+                   noise_threshold=p.noise_threshold, noise_signal=p.noise_signal, refine_signal=p.refine_signal,
+                   noise_pos_weight=p.noise_pos_weight,
                    ce_reduction=u.ce_reduction, eps_low=p.eps_low, eps_high=p.eps_high,
                    jitter_strength=u.jitter_strength, refine_weight=u.loss_weights.prn_refine,
                    noise_weight=u.loss_weights.prn_noise)
@@ -144,33 +151,43 @@ class PRNStep:
                labeled: PRNBatch | None = None, generator: torch.Generator | None = None) -> PRNLosses:
         """The PRN's losses from one forward over every chunk (under DDP one forward per backward).
 
-        ``source``: perturbed source logits and their labels: the refine head always learns from
-        them, the noise head too with ``source_fft``. With ``target_consistency`` the noise head
-        learns on ``target`` instead, from where ``teacher`` (images -> logits) changes its label
-        on a mirrored, jittered and blurred view of ``target_images``. ``labeled``: hand-labelled
-        target images, both heads supervised by their labels.
+        ``source``: perturbed source logits and their labels, which each head learns from when its
+        signal is ``source_fft``. The target signals learn on ``target`` (the teacher's features
+        and logits of ``target_images``), with ``teacher`` (images -> logits) giving a second
+        opinion: ``target_consistency`` (noise head) marks where its label changes on a mirrored,
+        jittered and blurred view; ``target_tta`` (either head) learns its label averaged over
+        scales and mirrors (:func:`~prnseg.training.tta.tta_probabilities`) and, for the noise
+        head, where that differs from its single pass. ``labeled``: hand-labelled target images,
+        both heads supervised by their labels.
         """
-        on_target = self.noise_signal == "target_consistency"
+        signals = (self.refine_signal, self.noise_signal)
+        on_source = "source_fft" in signals
+        on_target = any(sig.startswith("target_") for sig in signals)
         if on_target and (target is None or target_images is None or teacher is None):
-            raise ValueError("noise_signal 'target_consistency' needs target, target_images and teacher")
-        chunks = [source, *([target] if on_target else []), *([labeled] if labeled is not None else [])]
+            raise ValueError(f"prn signals {'/'.join(signals)} need target, target_images and teacher")
+        chunks = [*([source] if on_source else []), *([target] if on_target else []),
+                  *([labeled] if labeled is not None else [])]
         refined, noise = self.run(prn, [torch.cat(fs) for fs in zip(*(c.features for c in chunks))],
                                   torch.cat([c.logits for c in chunks]))
         sizes = [c.logits.shape[0] for c in chunks]
         outputs = list(zip(refined.split(sizes), noise.split(sizes)))
-        ref_s, noise_s = outputs.pop(0)
+        sup = {}
+        if on_source:
+            sup["source_fft"] = self._supervised(*outputs.pop(0), source)
         target_out = None
         if on_target:
             ref_t, noise_t = outputs.pop(0)
             target_out = (ref_t.detach(), noise_t.detach())
-            with torch.no_grad():
-                view = consistency_view(target_images, self.jitter_strength, generator=generator)
-                view_logits = teacher(view).flip(-1)
-            main = {"ref": seg_ce_loss(ref_s, source.labels, reduction_mode=self.ce_reduction),
-                    "noise": consistency_noise_loss(noise_t, target.logits, view_logits, target_images.shape[-2:],
-                                                    pos_weight=self.noise_pos_weight)}
-        else:
-            main = self._supervised(ref_s, noise_s, source)
+            if "target_tta" in signals:
+                tta_label = tta_probabilities(teacher, target_images).argmax(1)
+                sup["target_tta"] = self._supervised(ref_t, noise_t, target._replace(labels=tta_label))
+            if self.noise_signal == "target_consistency":
+                with torch.no_grad():
+                    view = consistency_view(target_images, self.jitter_strength, generator=generator)
+                    view_logits = teacher(view).flip(-1)
+                sup["target_consistency"] = {"noise": consistency_noise_loss(
+                    noise_t, target.logits, view_logits, target_images.shape[-2:], pos_weight=self.noise_pos_weight)}
+        main = {"ref": sup[self.refine_signal]["ref"], "noise": sup[self.noise_signal]["noise"]}
         loss = self.refine_weight * main["ref"] + self.noise_weight * main["noise"]
         terms = {}
         if labeled is not None:   # the teacher's real target errors: the signal the PRN lacks elsewhere
