@@ -42,6 +42,9 @@ SIGNALS = ("max_softmax", "margin", "entropy", "prn_noise", "prn_refined_softmax
            "student_softmax", "flip_student_softmax", "flip_disagreement", "snapshot_softmax",
            "snapshot_disagreement", "scale_flip_softmax", "prn_noise_softmax_mean")
 SCALES = (0.75, 1.25)   # beside 1.0, for scale_flip_softmax
+#: labels scored by mIoU: the argmax of the teacher's single pass (raw), of its mirror average and
+#: of its multi-scale + mirror average (the labels a test-time augmented teacher would write)
+LABELS = ("raw", "flip", "scale_flip")
 
 
 def auroc(score: np.ndarray, positive: np.ndarray) -> float:
@@ -90,10 +93,11 @@ def image_signals(teacher, student, snapshot, prn, rgb: np.ndarray, pipes: dict,
             "snapshot_disagreement": (1 - top2[0]) + (pn.argmax(0) != label).float(),
             "scale_flip_softmax": 1 - of_label(pms),
             "prn_noise_softmax_mean": (torch.sigmoid(t["noise_logit"][0]) + 1 - top2[0]) / 2}
-    return {k: v.float().numpy() for k, v in maps.items()}, label.numpy()
+    labels = {"raw": label, "flip": (p + pf).argmax(0), "scale_flip": pms.argmax(0)}
+    return {k: v.float().numpy() for k, v in maps.items()}, {k: v.numpy() for k, v in labels.items()}
 
 
-def seed_row(ckpt: Path, snapshot_ckpt: Path, data: Path, max_images: int) -> dict:
+def seed_row(ckpt: Path, snapshot_ckpt: Path, data: Path, max_images: int, split: str = "val") -> dict:
     import torch
 
     from prnseg.training.data.builder import build_eval_dataset, val_dataset_config
@@ -110,30 +114,39 @@ def seed_row(ckpt: Path, snapshot_ckpt: Path, data: Path, max_images: int) -> di
     for m in (student, prn, teacher, snapshot):
         m.eval()
     vcfg = val_dataset_config(cfg)
-    ds = build_eval_dataset(vcfg.kind, data / "cityscapes", vcfg.split)
+    ds = build_eval_dataset(vcfg.kind, data / "cityscapes", split)
     h, w = vcfg.size
     pipes = {sc: build_test_pipeline(size=(round(h * sc), round(w * sc))) for sc in (1.0, *SCALES)}
+    from prnseg.metrics import ConfusionMatrix
+
     scores = {k: [] for k in SIGNALS}
+    cms = {k: ConfusionMatrix(teacher.num_classes) for k in LABELS}
     wrong = []
     n = len(ds) if max_images <= 0 else min(max_images, len(ds))
     with torch.no_grad():
         for i in range(n):
             rgb, gt = ds.load_raw(i)
-            maps, label = image_signals(teacher, student, snapshot, prn, rgb, pipes, torch.device("cpu"), gt.shape)
+            maps, labels = image_signals(teacher, student, snapshot, prn, rgb, pipes, torch.device("cpu"), gt.shape)
             valid = gt != 255
-            wrong.append((label != gt)[valid])
+            wrong.append((labels["raw"] != gt)[valid])
+            for k, lab in labels.items():
+                cms[k].update(lab, gt)
             for k in SIGNALS:
                 scores[k].append(maps[k][valid])
     wrong = np.concatenate(wrong)
     row = {k: auroc(np.concatenate(v), wrong) for k, v in scores.items()}
-    return {**row, "error_rate": float(wrong.mean()), "n_images": n}
+    return {**row, **{f"miou_{k}": cm.miou() for k, cm in cms.items()}, "error_rate": float(wrong.mean()),
+            "n_images": n, "split": split}
 
 
 def summarise(rows: dict[int, dict]) -> dict:
-    summary = {k: mean_std([r[k] for r in rows.values()]) for k in SIGNALS}
+    keys = [*SIGNALS, *(f"miou_{k}" for k in LABELS if all(f"miou_{k}" in r for r in rows.values()))]
+    summary = {k: mean_std([r[k] for r in rows.values()]) for k in keys}
     vs = {k: significance({s: r[k] for s, r in rows.items()}, {s: r["max_softmax"] for s, r in rows.items()})
           for k in SIGNALS if k != "max_softmax"}
-    return {"summary": summary, "vs_max_softmax": vs}
+    labels = {k: significance({s: r[k] for s, r in rows.items()}, {s: r["miou_raw"] for s, r in rows.items()})
+              for k in keys if k.startswith("miou_") and k != "miou_raw"}
+    return {"summary": summary, "vs_max_softmax": vs, "labels_vs_raw": labels}
 
 
 def report(doc: dict) -> str:
@@ -143,6 +156,13 @@ def report(doc: dict) -> str:
         d = doc["vs_max_softmax"].get(k)
         diff = f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f}" if d else ""
         lines.append(f"| {k} | {100 * m['mean']:.2f} ± {100 * m['std']:.2f} | {diff} | {d['verdict'] if d else ''} |")
+    if doc.get("labels_vs_raw"):
+        lines += ["", "| labels | mIoU (mean ± std) | minus raw | verdict |", "|---|---|---|---|"]
+        for k in LABELS:
+            m, d = doc["summary"][f"miou_{k}"], doc["labels_vs_raw"].get(f"miou_{k}")
+            diff = f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f}" if d else ""
+            lines.append(f"| {k} | {100 * m['mean']:.2f} ± {100 * m['std']:.2f} | {diff} | "
+                         f"{d['verdict'] if d else ''} |")
     return "\n".join(lines) + "\n"
 
 
@@ -152,7 +172,9 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="synthetic benchmark root (default OUT/data)")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--mode", default="prn", help="which run of each seed (default prn)")
-    ap.add_argument("--max-images", type=int, default=0, help="0 = the whole val split")
+    ap.add_argument("--split", default="val", help="target split scored (val, or train: the images the "
+                    "pseudo-labels are written for)")
+    ap.add_argument("--max-images", type=int, default=0, help="0 = the whole split")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None, metavar="FILE")
     args = ap.parse_args(argv)
@@ -164,9 +186,11 @@ def main(argv=None) -> int:
     rows = {}
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
         rows[seed] = seed_row(out / f"seed{seed}" / args.mode / "last.pt",
-                              out / f"seed{seed}" / "source_only" / "last.pt", data, args.max_images)
-        print(f"seed {seed}: " + ", ".join(f"{k} {100 * rows[seed][k]:.2f}" for k in SIGNALS), flush=True)
-    doc = {"out": str(out), "mode": args.mode, "runs": {str(s): r for s, r in rows.items()}, **summarise(rows)}
+                              out / f"seed{seed}" / "source_only" / "last.pt", data, args.max_images, args.split)
+        keys = (*SIGNALS, *(f"miou_{x}" for x in LABELS))
+        print(f"seed {seed}: " + ", ".join(f"{k} {100 * rows[seed][k]:.2f}" for k in keys), flush=True)
+    doc = {"out": str(out), "mode": args.mode, "split": args.split, "runs": {str(s): r for s, r in rows.items()},
+           **summarise(rows)}
     print("\n" + report(doc))
     if args.json:
         write_json(Path(args.json), doc)
