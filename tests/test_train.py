@@ -59,6 +59,15 @@ def test_prn_learning_the_augmented_teacher_on_the_target_trains(synth_root, tmp
     assert (cfg["refine_signal"], cfg["noise_signal"]) == ("target_tta", "target_tta")
 
 
+def test_self_training_on_the_augmented_teacher_s_labels_trains(synth_root, tmp_path):
+    out = tmp_path / "st_tta"
+    run_cli(*tiny_train_args(synth_root, out, mode="self_training", iters=2, extra=["uda.pseudo_label_tta=true"]))
+    with open(out / "metrics.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["target"]) > 0
+    assert load_checkpoint(out / "last.pt")["config"]["uda"]["pseudo_label_tta"] is True
+
+
 @pytest.mark.slow
 def test_prn_target_consistency_without_features_trains_evaluates_and_exports(synth_root, tmp_path):
     """The noise head learning from target label consistency, reading only class probabilities."""

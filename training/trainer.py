@@ -47,6 +47,7 @@ from prnseg.training.models.encoder import MiTEncoder
 from prnseg.training.models.factory import create_model_from_config, create_prn_from_config
 from prnseg.training.prn_step import PRNBatch, PRNStep, PseudoLabels
 from prnseg.training.schedule import lr_factor
+from prnseg.training.tta import tta_probabilities
 
 
 def autocast_dtype(spec: str, device: torch.device):
@@ -356,8 +357,11 @@ class UDATrainer:
         with torch.no_grad(), self.teacher.pseudo_label_mode(), self._autocast():
             t_t = self.teacher.model(x_t)
             t_s = self.teacher.model(x_s) if self.mode == "prn" else None
-        probs = torch.softmax(F.interpolate(t_t.logits.float(), size=x_t.shape[-2:], mode="bilinear",
-                                            align_corners=False), 1)
+        if self.cfg.uda.pseudo_label_tta:
+            probs = tta_probabilities(self._teacher_logits, x_t)
+        else:
+            probs = torch.softmax(F.interpolate(t_t.logits.float(), size=x_t.shape[-2:], mode="bilinear",
+                                                align_corners=False), 1)
         conf, pseudo = probs.max(1)
         return t_s, t_t, pseudo, conf
 
