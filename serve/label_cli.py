@@ -44,7 +44,12 @@ def add_label_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ignore-noisy", action="store_true", help="write 255 (ignore) into labels/ where the noise "
                    "mask flags a pixel, so training skips it")
     p.add_argument("--noise-threshold", type=float, default=_d("noise_threshold"), metavar="T",
-                   help="noise-mask threshold on the noise probability (default: the model's, from model.json)")
+                   help="noise-mask threshold on the noise probability (default: the model's, from model.json; "
+                        "with --tta 0.5)")
+    p.add_argument("--tta", action="store_true", default=_d("tta"),
+                   help="test-time augmentation: labels and noise mask from segmenter.onnx averaged over scales "
+                        "0.75/1/1.25 and their mirrors (six passes; better labels and a better-ranked mask than one "
+                        "pass on the synthetic benchmark; the PRN is not used)")
     p.add_argument("--save", type=_save, default=_d("save"), metavar="LIST",
                    help=f"extra outputs besides labels/ and noise/, comma-separated from {','.join(OPTIONAL)}, "
                         f"or none (default: {','.join(_d('save')) or 'none'})")
@@ -86,7 +91,7 @@ def run_label(args: argparse.Namespace) -> int:
         save=args.save, gt_dir=Path(args.gt) if args.gt else None, shard=args.shard,
         max_failures=args.max_failures, backend=args.backend, device=args.device, precision=args.precision,
         threads=args.threads, streams=args.streams, png_level=args.png_level, progress=not args.no_progress,
-        engine=args.engine, max_pixels=args.max_pixels)
+        engine=args.engine, max_pixels=args.max_pixels, tta=args.tta)
 
     from prnseg import api
 

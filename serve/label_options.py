@@ -92,6 +92,7 @@ class LabelOptions:
     progress: bool = True
     engine: str = "local"
     max_pixels: int = DEFAULT_MAX_PIXELS
+    tta: bool = False
 
     def __post_init__(self):
         self.input_dir, self.out_dir, self.model_dir = Path(self.input_dir), Path(self.out_dir), Path(self.model_dir)
@@ -123,6 +124,16 @@ class LabelOptions:
             raise LabelError(f"PNG compression level must be 0..9, got {self.png_level}")
         if self.max_pixels < 1:
             raise LabelError(f"--max-pixels must be >= 1, got {self.max_pixels}")
+        if self.tta:
+            from prnseg.serve.tta import DEFAULT_TTA_NOISE_THRESHOLD
+
+            if self.precision != "fp32":
+                raise LabelError("--tta runs the exported fp32 segmenter.onnx; drop --precision fp16")
+            if self.backend == "tensorrt":
+                raise LabelError("--tta runs segmenter.onnx in ONNX Runtime, not the TensorRT plans (which hold the "
+                                 "fused graph); use --backend onnxruntime or auto")
+            if self.noise_threshold is None:   # the augmented confidence's own threshold, not the model's
+                self.noise_threshold = DEFAULT_TTA_NOISE_THRESHOLD
 
     @property
     def tag(self) -> str:

@@ -251,6 +251,7 @@ def _settings(opts: LabelOptions, spec: ModelSpec) -> dict:
         "ignore_noisy": opts.ignore_noisy,
         "noise_threshold": spec.noise_threshold if opts.noise_threshold is None else opts.noise_threshold,
         "precision": opts.precision,
+        "tta": opts.tta,
     }
 
 
@@ -268,8 +269,8 @@ def check_settings(opts: LabelOptions, spec: ModelSpec) -> None:
             diffs = []
             if before.get("model", {}).get("sha256") != now["model"]["sha256"]:
                 diffs.append(f"model {before.get('model', {}).get('dir')} -> {now['model']['dir']}")
-            for k in ("input_dir", "ignore_noisy", "noise_threshold", "precision"):
-                if before.get(k) != now[k]:
+            for k in ("input_dir", "ignore_noisy", "noise_threshold", "precision", "tta"):
+                if before.get(k, False if k == "tta" else None) != now[k]:
                     diffs.append(f"{k} {before.get(k)} -> {now[k]}")
             if diffs:
                 raise LabelError(f"{opts.out_dir} was labelled with other settings ({'; '.join(diffs)}); "

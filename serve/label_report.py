@@ -79,7 +79,7 @@ def finish(plan: Plan, opts: LabelOptions, spec: ModelSpec, journal_records: dic
         "run": run,
         "options": {"ignore_noisy": opts.ignore_noisy, "noise_threshold": threshold, "save": list(opts.save),
                     "batch": run.get("batch"), "workers": opts.workers, "engine": opts.engine,
-                    "precision": opts.precision},
+                    "precision": opts.precision, "tta": opts.tta},
         "outputs": {sub: f"{sub}/<relative path without extension>.png" for sub in opts.subdirs},
         "pseudo_labels": _aggregate(ok, spec),
         "failures": [{"path": r["path"], "stage": r.get("stage"), "reason": r.get("reason")} for r in failed[:20]],

@@ -134,8 +134,10 @@ class _OrtRunner:
     """``pseudolabeler.onnx`` in an ONNX Runtime session; IO binding on CUDA keeps tensors on the device."""
 
     def __init__(self, key: str, spec: ModelSpec, kind: str, index: int, precision: str, threads: int | None,
-                 trt_ep: bool, spin: bool):
+                 trt_ep: bool, spin: bool, outputs: Sequence[str] = OUTPUT_NAMES):
         import onnxruntime as ort
+
+        self.outputs = tuple(outputs)
 
         path = spec.artefact_path(key)
         model_bytes = spec.artefact_bytes(key)  # verified against model.json's sha256; the session parses these
@@ -177,8 +179,8 @@ class _OrtRunner:
         self.index = index
         inputs = self.session.get_inputs()
         names = {o.name for o in self.session.get_outputs()}
-        if [i.name for i in inputs] != ["image"] or not set(OUTPUT_NAMES) <= names:
-            raise ModelSpecError(f"{path}: expected input 'image' and outputs {', '.join(OUTPUT_NAMES)}; got "
+        if [i.name for i in inputs] != ["image"] or not set(self.outputs) <= names:
+            raise ModelSpecError(f"{path}: expected input 'image' and outputs {', '.join(self.outputs)}; got "
                                  f"{[i.name for i in inputs]} -> {sorted(names)} (re-export the model)")
         dims = inputs[0].shape
         self.fixed_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
@@ -204,17 +206,21 @@ class _OrtRunner:
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         if not self.on_cuda:
-            return dict(zip(OUTPUT_NAMES, self.session.run(list(OUTPUT_NAMES), {"image": batch})))
+            return dict(zip(self.outputs, self.session.run(list(self.outputs), {"image": batch})))
         io = self.session.io_binding()
         io.bind_ortvalue_input("image", self.ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self.index))
-        for name in OUTPUT_NAMES:
+        for name in self.outputs:
             io.bind_output(name, "cuda", self.index)
         self.session.run_with_iobinding(io)
-        return dict(zip(OUTPUT_NAMES, io.copy_outputs_to_cpu()))
+        return dict(zip(self.outputs, io.copy_outputs_to_cpu()))
 
 
 class Predictor:
     """Refined label, raw label, noise mask, noise probability and confidence for RGB uint8 images.
+
+    ``tta=True`` replaces the fused graph by test-time augmentation of ``segmenter.onnx``
+    (:mod:`prnseg.serve.tta`): the label averaged over scales and mirrors, its confidence as the
+    noise mask, the PRN unused.
 
     ``backend``: ``onnxruntime``, ``tensorrt`` (the exported ``*.plan`` engines; needs the
     ``tensorrt`` package and a GPU) or ``auto`` (TensorRT when it, a GPU and plans for every
@@ -229,7 +235,7 @@ class Predictor:
 
     def __init__(self, model_dir: str | os.PathLike, backend: str = "auto", device: str = "auto",
                  precision: str = "fp32", *, threads: int | None = None, streams: int = 1, spin: bool = True,
-                 trt_ep: bool = False, max_batch: int | None = None):
+                 trt_ep: bool = False, max_batch: int | None = None, tta: bool = False):
         if int(streams) < 1:
             raise BackendError(f"streams must be >= 1, got {streams}")
         self.streams = int(streams)
@@ -240,9 +246,13 @@ class Predictor:
             raise BackendError(f"precision {precision!r} unknown; use fp32 or fp16")
         self.spec = load_model_spec(model_dir)
         self.precision = precision
+        self.tta = bool(tta)
         kind, index = self.resolve_device(device)
         self.device = "cpu" if kind == "cpu" else f"cuda:{index}"
-        self.backend, self._runner = self._open(backend, kind, index, threads, spin, trt_ep)
+        if self.tta:
+            self.backend, self._runner = self._open_tta(backend, kind, index, threads, spin)
+        else:
+            self.backend, self._runner = self._open(backend, kind, index, threads, spin, trt_ep)
         limit = self._runner.fixed_batch or self.spec.max_batch
         self.max_batch = max(1, min(limit, max_batch or limit))
 
@@ -311,6 +321,20 @@ class Predictor:
         binding = ", io-binding" if runner.on_cuda else ""
         self.provider = f"onnxruntime {runner.providers[0]} on {where} ({self.precision}{binding})"
         return "onnxruntime", runner
+
+    def _open_tta(self, backend: str, kind: str, index: int, threads, spin):
+        """``segmenter.onnx`` in ONNX Runtime behind :class:`~prnseg.serve.tta.TTARunner`."""
+        from prnseg.serve.tta import TTARunner
+
+        if backend == "tensorrt" or self.precision != "fp32":
+            raise BackendError("test-time augmentation runs the fp32 segmenter.onnx in ONNX Runtime; use backend "
+                               "onnxruntime (or auto) and precision fp32")
+        segmenter = _OrtRunner("segmenter", self.spec, kind, index, "fp32", threads, False, spin, outputs=("logits",))
+        where = "cpu" if not segmenter.on_cuda else f"cuda:{index}"
+        self.device = where
+        self.provider = (f"onnxruntime {segmenter.providers[0]} on {where} (fp32, test-time augmentation: "
+                         "segmenter.onnx at 3 scales and their mirrors)")
+        return "onnxruntime", TTARunner(segmenter, self.spec.mean, self.spec.std)
 
     # -- the three stages, exposed so pipelines can run them on different threads --
 

@@ -441,3 +441,20 @@ def test_a_batch_that_fails_is_rerun_image_by_image_so_only_the_bad_image_fails(
     Fake.calls, failed = 0, []
     assert infer_isolating(Fake(), entries[1:2], 4, lambda e, exc: failed.append(e[0])) == []
     assert failed == ["img1"] and Fake.calls == 1  # a lone image is not run twice
+
+
+def test_tta_labels_a_folder_reports_it_and_is_not_mixed_with_a_plain_run(exported_model, synth_root, tmp_path):
+    cs = synth_root / "cityscapes"
+    out = tmp_path / "tta"
+    proc = label(cs / "leftImg8bit" / "val", exported_model, out, "--tta", "--gt", cs / "gtFine" / "val")
+    assert "test-time augmentation" in proc.stdout and "raw mIoU" in proc.stdout
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["options"]["tta"] is True and rep["options"]["noise_threshold"] == 0.5
+    assert rep["counts"]["ok"] == 4 and rep["gt"]["n_images"] == 4
+    assert json.loads((out / "label.json").read_text())["tta"] is True
+    again = label(cs / "leftImg8bit" / "val", exported_model, out, check=False)
+    assert again.returncode == 2 and "tta True -> False" in again.stderr
+    bad = label(cs / "leftImg8bit" / "val", exported_model, tmp_path / "x", "--tta", "--precision", "fp16",
+                check=False)
+    assert bad.returncode == 2 and "--tta runs the exported fp32 segmenter.onnx" in bad.stderr
+    assert not (tmp_path / "x").exists()

@@ -34,3 +34,52 @@ def test_one_scale_is_the_mirror_average_and_more_scales_change_it():
     # a pixelwise model is mirror-equivariant up to the stride-4 pooling grid: close, not equal
     assert (single - direct).abs().mean() < 0.1
     assert not torch.allclose(tta_probabilities(_pixelwise, x), single)
+
+
+# --- the runtime's NumPy version (serve/tta.py) -----------------------------------------------------------------
+
+def test_numpy_resampling_is_pytorch_s_bilinear():
+    import numpy as np
+
+    from prnseg.serve.tta import resize_bilinear, view_matrix
+
+    torch.manual_seed(0)
+    z = torch.randn(2, 5, 8, 16)
+    for hw in ((32, 64), (6, 11), (8, 16), (24, 40)):
+        want = torch.nn.functional.interpolate(z, size=hw, mode="bilinear", align_corners=False).numpy()
+        assert np.abs(resize_bilinear(z.numpy(), *hw) - want).max() < 1e-5
+    # one composed matrix = upsample to the padded view, crop, unmirror, resize to the bucket
+    f = torch.nn.functional
+    seq = f.interpolate(z, size=(32, 64), mode="bilinear", align_corners=False)[..., :30, :50].flip(-1)
+    seq = f.interpolate(seq, size=(40, 72), mode="bilinear", align_corners=False).numpy()
+    my, mx = view_matrix(40, 30, 32, 8, False), view_matrix(72, 50, 64, 16, True)
+    assert np.abs(np.matmul(np.matmul(my, z.numpy()), mx.T) - seq).max() < 1e-5
+
+
+def test_the_runtime_s_augmentation_matches_training_s_on_the_exported_teacher(exported_model, prn_checkpoint,
+                                                                              synth_root):
+    import numpy as np
+
+    from prnseg.image_io import list_images, read_image
+    from prnseg.serve.predictor import Predictor
+    from prnseg.training.loading import load_checkpoint_model
+
+    images = [read_image(p) for p in list_images(synth_root / "cityscapes" / "leftImg8bit" / "val")[:2]]
+    fused = Predictor(exported_model, backend="onnxruntime").predict(images)
+    tta = Predictor(exported_model, backend="onnxruntime", tta=True)
+    assert "test-time augmentation" in tta.provider
+    augmented = tta.predict(images)
+    teacher, _, _ = load_checkpoint_model(prn_checkpoint, "teacher")
+    teacher.eval()
+    spec = tta.spec
+    for img, f, a in zip(images, fused, augmented):
+        assert (a.raw_label == f.raw_label).mean() > 0.999      # the unaugmented pass is the fused graph's segmenter
+        bucket, placement = spec.fit(img)
+        x = (torch.from_numpy(bucket).float().permute(2, 0, 1)[None] - torch.tensor(spec.mean).view(1, 3, 1, 1)) \
+            / torch.tensor(spec.std).view(1, 3, 1, 1)
+        p = tta_probabilities(lambda t: teacher(t).logits, x)[0]
+        want = spec.unfit(p.argmax(0).numpy().astype(np.uint8), placement)
+        assert (a.label == want).mean() > 0.99
+        conf = spec.unfit(np.round(p.max(0).values.numpy() * 255).astype(np.uint8), placement)
+        assert np.abs(a.confidence.astype(int) - conf).max() <= 2
+        assert ((a.noise_prob >= 128) == a.noise.astype(bool)).all()   # even odds, the --tta default threshold
