@@ -1,0 +1,122 @@
+"""What ``prnseg label --tta`` writes, against what ``prnseg label`` writes, on the target train split.
+
+For each seed's adapted ``prn`` run of ``bench/adaptation.py`` (same ``--out``), its exported model
+(``OUT/few_labels/seed<S>/model``, exported here when missing) labels the synthetic benchmark's
+target *train* images twice with ``--gt`` scoring, through the shipped runtime and pipeline:
+
+- ``plain``: the fused graph: the PRN's labels under the pseudo-label rule and the PRN's noise mask;
+- ``tta``: ``--tta``: the teacher's labels averaged over scales 0.75/1/1.25 and mirrors, and
+  ``1 -`` their top probability as the noise probability (threshold 0.5).
+
+Both runs share the raw labels (the teacher's single pass), so every row reads against the same
+raw mIoU: the written labels' mIoU, the mIoU of the pixels the mask keeps and their share, and the
+mask's AUROC at ranking the raw labels' errors. The per-seed differences get the significance rule
+of ``bench/adaptation.py``.
+
+    python bench/label_tta.py --out runs/v3 --seeds 0,1,2 --json bench/results/label_tta_v3.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from adaptation import isolated, mean_std, say, significance, write_json  # noqa: E402
+
+METRICS = ("raw_miou", "written_miou", "kept_miou", "kept_coverage", "noise_auroc", "noise_precision",
+           "noise_recall", "seconds")
+
+
+def run_label(model: Path, images: Path, gt: Path, out: Path, tta: bool) -> dict:
+    from prnseg import api
+
+    report = out / "report.json"
+    if not report.exists() or json.loads(report.read_text())["counts"]["remaining"]:
+        say(f"label {images} with {model}{' --tta' if tta else ''} -> {out}")
+        api.label(api.LabelOptions(input_dir=images, out_dir=out, model_dir=model, gt_dir=gt, tta=tta,
+                                   workers=min(2, os.cpu_count() or 1), save=(), progress=False))
+    rep = json.loads(report.read_text())
+    g = rep["gt"]
+    return {"raw_miou": g["raw"]["miou"], "written_miou": g["refined"]["miou"], "kept_miou": g["kept"]["miou"],
+            "kept_coverage": g["kept"]["coverage"], "noise_auroc": g["noise_detector"]["auroc"],
+            "noise_precision": g["noise_detector"]["precision"], "noise_recall": g["noise_detector"]["recall"],
+            "seconds": rep["run"].get("wall_s"), "n_images": g["n_images"]}
+
+
+def summarise(rows: dict[str, dict[int, dict]]) -> dict:
+    summary = {variant: {m: mean_std([r[m] for r in runs.values()]) for m in METRICS
+                         if all(r.get(m) is not None for r in runs.values())} for variant, runs in rows.items()}
+    sig = {}
+    for variant, runs in rows.items():
+        for metric, base in (("written_miou", "raw_miou"), ("kept_miou", "written_miou")):
+            s = significance({k: r[metric] for k, r in runs.items()}, {k: r[base] for k, r in runs.items()})
+            if s:
+                sig[f"{variant}:{metric}_minus_{base}"] = s
+    if "tta" in rows and "plain" in rows:
+        for metric in ("written_miou", "noise_auroc"):
+            s = significance({k: r[metric] for k, r in rows["tta"].items()},
+                             {k: r[metric] for k, r in rows["plain"].items()})
+            if s:
+                sig[f"tta_minus_plain:{metric}"] = s
+    return {"summary": summary, "significance": sig}
+
+
+def report(doc: dict) -> str:
+    def ms(s):
+        return "-" if not s else f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"
+
+    lines = ["| labels written by | raw mIoU | written mIoU | kept pixels: mIoU (share) | noise AUROC |",
+             "|---|---|---|---|---|"]
+    for variant, s in doc["summary"].items():
+        lines.append(f"| {variant} | {ms(s.get('raw_miou'))} | {ms(s.get('written_miou'))} | "
+                     f"{ms(s.get('kept_miou'))} ({ms(s.get('kept_coverage'))}) | {ms(s.get('noise_auroc'))} |")
+    lines += ["", "Differences (per seed; a gain or loss only when the mean exceeds twice the std):", ""]
+    for name, s in doc["significance"].items():
+        diffs = ", ".join(f"{100 * d:+.2f}" for d in s["differences"])
+        lines.append(f"- {name}: {100 * s['mean']:+.2f} ± {100 * s['std']:.2f} ({diffs}): **{s['verdict']}**")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/adaptation", help="the --out of bench/adaptation.py (seed<S>/prn)")
+    ap.add_argument("--data", default=None, help="synthetic benchmark root (default OUT/data)")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--variants", default="plain,tta", help="plain, tta or both (default)")
+    ap.add_argument("--json", default=None, metavar="FILE")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    data = Path(args.data) if args.data else out / "data"
+    cs = data / "cityscapes"
+    variants = [v for v in args.variants.split(",") if v]
+    if set(variants) - {"plain", "tta"}:
+        raise SystemExit("--variants: plain, tta")
+    rows: dict[str, dict[int, dict]] = {v: {} for v in variants}
+    for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
+        model = out / "few_labels" / f"seed{seed}" / "model"
+        if not (model / "model.json").exists():
+            ckpt = out / f"seed{seed}" / "prn" / "last.pt"
+            if not ckpt.exists():
+                raise SystemExit(f"{ckpt}: not found; run bench/adaptation.py --out {out} --seeds {seed} --modes prn")
+            say(f"export {ckpt} -> {model}")
+            isolated("export", ckpt, model, overwrite=True, progress=False)
+        for v in variants:
+            rows[v][seed] = run_label(model, cs / "leftImg8bit" / "train", cs / "gtFine" / "train",
+                                      out / "label_tta" / f"seed{seed}_{v}", v == "tta")
+            print(f"seed {seed} {v}: " + ", ".join(f"{m} {rows[v][seed][m]:.4f}" for m in METRICS
+                                                   if rows[v][seed].get(m) is not None), flush=True)
+    doc = {"out": str(out), "split": "train", "runs": {v: {str(s): r for s, r in rs.items()} for v, rs in rows.items()},
+           **summarise(rows)}
+    print("\n" + report(doc))
+    if args.json:
+        write_json(Path(args.json), doc)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
