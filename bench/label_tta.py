@@ -14,6 +14,7 @@ mask's AUROC at ranking the raw labels' errors. The per-seed differences get the
 of ``bench/adaptation.py``.
 
     python bench/label_tta.py --out runs/v3 --seeds 0,1,2 --json bench/results/label_tta_v3.json
+    python bench/label_tta.py --from-json bench/results/label_tta_v3.json --readme README.md
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from adaptation import isolated, mean_std, say, significance, write_json  # noqa: E402
+from adaptation import isolated, mean_std, say, significance, update_readme, write_json  # noqa: E402
 
+README_BEGIN = "<!-- label-tta-results:begin (written by bench/label_tta.py --readme; do not edit) -->"
+README_END = "<!-- label-tta-results:end -->"
 METRICS = ("raw_miou", "written_miou", "kept_miou", "kept_coverage", "noise_auroc", "noise_precision",
            "noise_recall", "seconds")
 
@@ -88,7 +91,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--variants", default="plain,tta", help="plain, tta or both (default)")
     ap.add_argument("--json", default=None, metavar="FILE")
+    ap.add_argument("--readme", default=None, metavar="README.md", help="rewrite the README's section between its "
+                    "label-tta-results markers")
+    ap.add_argument("--from-json", default=None, metavar="FILE", help="label nothing: report from this JSON")
     args = ap.parse_args(argv)
+    if args.from_json:
+        text = report(json.loads(Path(args.from_json).read_text()))
+        print(text)
+        if args.readme:
+            update_readme(Path(args.readme), text, README_BEGIN, README_END)
+        return 0
     out = Path(args.out)
     data = Path(args.data) if args.data else out / "data"
     cs = data / "cityscapes"
@@ -115,6 +127,8 @@ def main(argv=None) -> int:
     if args.json:
         write_json(Path(args.json), doc)
         print(f"wrote {args.json}")
+    if args.readme:
+        update_readme(Path(args.readme), report(doc), README_BEGIN, README_END)
     return 0
 
 
