@@ -443,6 +443,7 @@ def test_a_batch_that_fails_is_rerun_image_by_image_so_only_the_bad_image_fails(
     assert failed == ["img1"] and Fake.calls == 1  # a lone image is not run twice
 
 
+@pytest.mark.slow
 def test_tta_labels_a_folder_reports_it_and_is_not_mixed_with_a_plain_run(exported_model, synth_root, tmp_path):
     cs = synth_root / "cityscapes"
     out = tmp_path / "tta"

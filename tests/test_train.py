@@ -48,6 +48,7 @@ def test_prn_noise_mask_only_variant_trains(synth_root, tmp_path):
     assert load_checkpoint(out / "last.pt")["config"]["prn"]["use_refined_labels"] is False
 
 
+@pytest.mark.slow
 def test_prn_learning_the_augmented_teacher_on_the_target_trains(synth_root, tmp_path):
     out = tmp_path / "tta"
     run_cli(*tiny_train_args(synth_root, out, mode="prn", iters=2,
@@ -59,6 +60,7 @@ def test_prn_learning_the_augmented_teacher_on_the_target_trains(synth_root, tmp
     assert (cfg["refine_signal"], cfg["noise_signal"]) == ("target_tta", "target_tta")
 
 
+@pytest.mark.slow
 def test_self_training_on_the_augmented_teacher_s_labels_trains(synth_root, tmp_path):
     out = tmp_path / "st_tta"
     run_cli(*tiny_train_args(synth_root, out, mode="self_training", iters=2, extra=["uda.pseudo_label_tta=true"]))
