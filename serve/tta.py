@@ -61,9 +61,12 @@ def view_matrix(n_out: int, n_view: int, n_padded: int, n_map: int, mirror: bool
     return resize_matrix(n_out, n_view) @ m
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
+def _softmax_(z: np.ndarray) -> np.ndarray:
+    """Softmax over axis 1, in place (the full-resolution maps are the runtime's largest arrays)."""
+    z -= z.max(1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(1, keepdims=True)
+    return z
 
 
 def _to_uint8(p: np.ndarray) -> np.ndarray:
@@ -109,8 +112,11 @@ class TTARunner:
                 z = self._view_logits(x, scale, mirror)
                 if scale == 1.0 and not mirror:
                     raw_label = z.argmax(1)
-                p = _softmax(z)
-                total = p if total is None else total + p
+                p = _softmax_(z)
+                if total is None:
+                    total = p
+                else:
+                    total += p
         probs = total / (2 * len(self.scales))
         label, confidence = probs.argmax(1), probs.max(1)
         noise_prob = 1.0 - confidence
