@@ -296,6 +296,9 @@ class Quickstart:
         return [(f"prnseg demo --model {self.model}", "look at the result in the browser"),
                 (f"prnseg label {cs / 'leftImg8bit' / 'val'} --model {self.model} --out {self.out / 'labels-val'}",
                  "label a folder of images (here the target val split), as you would your own"),
+                (f"prnseg label {cs / 'leftImg8bit' / 'val'} --model {self.model} --out {self.out / 'labels-val-tta'} "
+                 f"--tta --gt {cs / 'gtFine' / 'val'}",
+                 "the same with test-time augmentation: better labels and mask, several times slower (README)"),
                 (train, "adapt for longer, from the adapted checkpoint"),
                 *([(f"prnseg export {self.runs / 'prn_labels' / 'last.pt'} --out {self.out / 'model-labels'}",
                     f"export the model that learnt from the {self.plan.labels} labelled images")]

@@ -127,7 +127,12 @@ def test_every_printed_next_command_runs(resumed_quickstart):
     Ctrl-C once it serves)."""
     out, _, (stdout, stderr, rc) = resumed_quickstart
     assert rc == 0, stdout + stderr
-    first = by_mode(next_commands(stdout))
+    printed = next_commands(stdout)
+    augmented = [c for c in printed if "--tta" in c]
+    assert len(augmented) == 1
+    tta = run_printed(augmented[0], "--no-progress")
+    assert "test-time augmentation" in tta.stdout and "raw mIoU" in tta.stdout
+    first = by_mode([c for c in printed if "--tta" not in c])
     assert set(first) == {"demo", "label", "train"}
 
     port = free_port()
@@ -239,7 +244,7 @@ def test_quickstart_with_labels_runs_the_few_label_loop(tmp_path):
     assert few["target_val_miou"]["gain"] == pytest.approx(evaluated["miou"] - report["target_val_miou"]["adapted"])
     summary = json.loads((out / "runs" / "prn_labels" / "summary.json").read_text())
     assert summary["step"] == report["plan"]["prn_iters"]
-    cmds = by_mode(next_commands(proc.stdout))
+    cmds = by_mode([c for c in next_commands(proc.stdout) if "--tta" not in c])
     assert set(cmds) == {"demo", "label", "train", "export"}
     run_printed(cmds["export"], "--no-progress")
     assert json.loads((out / "model-labels" / "model.json").read_text())["ready"] is True
