@@ -269,6 +269,18 @@ def update_readme(readme: Path, text: str, begin: str = README_BEGIN, end: str =
     atomic_write_text(readme, head + begin + "\n" + text + end + tail)
 
 
+def report_from_json(path: str, render, readme: str | None = None, begin: str = README_BEGIN,
+                     end: str = README_END) -> int:
+    """``--from-json FILE [--readme README.md]`` of the bench scripts: print ``render(doc)`` of a
+    JSON a run wrote and, with ``readme``, rewrite the README's section between its markers."""
+    text = render(json.loads(Path(path).read_text()))
+    print(text)
+    if readme:
+        update_readme(Path(readme), text, begin, end)
+        print(f"wrote the results section of {readme}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------
 # runs
 # ----------------------------------------------------------------------------------------------
@@ -377,13 +389,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.from_json:
-        doc = finish(json.loads(Path(args.from_json).read_text()))
-        text = report(doc)
-        print(text)
-        if args.readme:
-            update_readme(Path(args.readme), text)
-            print(f"wrote the results section of {args.readme}")
-        return 0
+        return report_from_json(args.from_json, lambda doc: report(finish(doc)), args.readme)
 
     out = Path(args.out)
     data = Path(args.data) if args.data else out / "data"

@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from adaptation import evaluate, isolated, mean_std, say, significance, update_readme, write_json  # noqa: E402
+from adaptation import (evaluate, isolated, mean_std, report_from_json, say, significance,  # noqa: E402
+                        update_readme, write_json)
 
 STRATEGIES = ("suggest", "random", "suggest_split")
 DEFAULT_STRATEGIES = ("suggest", "random")
@@ -216,11 +217,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.from_json:
-        text = report(summarise(json.loads(Path(args.from_json).read_text())))
-        print(text)
-        if args.readme:
-            update_readme(Path(args.readme), text, README_BEGIN, README_END)
-        return 0
+        return report_from_json(args.from_json, lambda doc: report(summarise(doc)), args.readme, README_BEGIN,
+                                README_END)
     out = Path(args.out)
     data = Path(args.data) if args.data else out / "data"
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]

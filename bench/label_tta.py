@@ -26,7 +26,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from adaptation import isolated, mean_std, say, significance, update_readme, write_json  # noqa: E402
+from adaptation import (isolated, mean_std, report_from_json, say, significance,  # noqa: E402
+                        update_readme, write_json)
 
 README_BEGIN = "<!-- label-tta-results:begin (written by bench/label_tta.py --readme; do not edit) -->"
 README_END = "<!-- label-tta-results:end -->"
@@ -96,11 +97,7 @@ def main(argv=None) -> int:
     ap.add_argument("--from-json", default=None, metavar="FILE", help="label nothing: report from this JSON")
     args = ap.parse_args(argv)
     if args.from_json:
-        text = report(json.loads(Path(args.from_json).read_text()))
-        print(text)
-        if args.readme:
-            update_readme(Path(args.readme), text, README_BEGIN, README_END)
-        return 0
+        return report_from_json(args.from_json, report, args.readme, README_BEGIN, README_END)
     out = Path(args.out)
     data = Path(args.data) if args.data else out / "data"
     cs = data / "cityscapes"
