@@ -254,6 +254,10 @@ class Predictor:
         else:
             self.backend, self._runner = self._open(backend, kind, index, threads, spin, trt_ep)
         limit = self._runner.fixed_batch or self.spec.max_batch
+        if self.tta:   # full-resolution class maps per view: keep a batch's within the runtime's budget
+            from prnseg.serve.tta import batch_limit
+
+            limit = min(limit, batch_limit(self.spec.num_classes, max(b.height * b.width for b in self.spec.buckets)))
         self.max_batch = max(1, min(limit, max_batch or limit))
 
     @staticmethod

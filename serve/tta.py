@@ -25,6 +25,14 @@ TTA_SCALES = (0.75, 1.0, 1.25)
 #: A pixel is noisy when the averaged views give its label less than this probability: even odds.
 DEFAULT_TTA_NOISE_THRESHOLD = 0.5
 STRIDE_MULTIPLE = 32
+#: Bytes one full-resolution float32 class map of a batch may take (the averaging holds about
+#: three at once): 19 classes at 1024 x 2048 fit one image a batch, at 512 x 1024 six.
+MAP_BUDGET_BYTES = 256 << 20
+
+
+def batch_limit(num_classes: int, pixels: int) -> int:
+    """The largest batch whose N x C x H x W float32 map fits :data:`MAP_BUDGET_BYTES` (at least 1)."""
+    return max(1, MAP_BUDGET_BYTES // (4 * num_classes * pixels))
 
 
 @lru_cache(maxsize=64)

@@ -83,3 +83,11 @@ def test_the_runtime_s_augmentation_matches_training_s_on_the_exported_teacher(e
         conf = spec.unfit(np.round(p.max(0).values.numpy() * 255).astype(np.uint8), placement)
         assert np.abs(a.confidence.astype(int) - conf).max() <= 2
         assert ((a.noise_prob >= 128) == a.noise.astype(bool)).all()   # even odds, the --tta default threshold
+
+
+def test_the_augmented_batch_is_kept_within_the_map_budget():
+    from prnseg.serve.tta import MAP_BUDGET_BYTES, batch_limit
+
+    assert batch_limit(19, 1024 * 2048) == 1 and batch_limit(19, 512 * 1024) == 6
+    assert batch_limit(19, 128 * 256) * 4 * 19 * 128 * 256 <= MAP_BUDGET_BYTES
+    assert batch_limit(1000, 4096 * 4096) == 1      # never zero
