@@ -75,7 +75,8 @@ def image_signals(teacher, student, snapshot, prn, rgb: np.ndarray, pipes: dict,
 
     t = run_networks(teacher, prn, rgb, pipes[1.0], device, hw)
     p, pf, ps, pn = t["logits"].softmax(0), probs(teacher, mirror, flip=True), probs(student, rgb), probs(snapshot, rgb)
-    scaled = [probs(teacher, img, sc, flip) for sc in SCALES for img, flip in ((rgb, False), (mirror, True))]
+    scaled = [probs(teacher, img, sc, flip) for sc in pipes if sc != 1.0
+              for img, flip in ((rgb, False), (mirror, True))]
     pms = (p + pf + sum(scaled)) / (2 + len(scaled))
     top2 = p.topk(2, 0).values
     label = p.argmax(0)
@@ -97,7 +98,8 @@ def image_signals(teacher, student, snapshot, prn, rgb: np.ndarray, pipes: dict,
     return {k: v.float().numpy() for k, v in maps.items()}, {k: v.numpy() for k, v in labels.items()}
 
 
-def seed_row(ckpt: Path, snapshot_ckpt: Path, data: Path, max_images: int, split: str = "val") -> dict:
+def seed_row(ckpt: Path, snapshot_ckpt: Path, data: Path, max_images: int, split: str = "val",
+             scales=SCALES) -> dict:
     import torch
 
     from prnseg.training.data.builder import build_eval_dataset, val_dataset_config
@@ -116,7 +118,7 @@ def seed_row(ckpt: Path, snapshot_ckpt: Path, data: Path, max_images: int, split
     vcfg = val_dataset_config(cfg)
     ds = build_eval_dataset(vcfg.kind, data / "cityscapes", split)
     h, w = vcfg.size
-    pipes = {sc: build_test_pipeline(size=(round(h * sc), round(w * sc))) for sc in (1.0, *SCALES)}
+    pipes = {sc: build_test_pipeline(size=(round(h * sc), round(w * sc))) for sc in (1.0, *scales)}
     from prnseg.metrics import ConfusionMatrix
 
     scores = {k: [] for k in SIGNALS}
@@ -175,6 +177,8 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="val", help="target split scored (val, or train: the images the "
                     "pseudo-labels are written for)")
     ap.add_argument("--max-images", type=int, default=0, help="0 = the whole split")
+    ap.add_argument("--scales", default=",".join(map(str, SCALES)),
+                    help="scales beside 1 that scale_flip_softmax averages, with their mirrors (default %(default)s)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None, metavar="FILE")
     args = ap.parse_args(argv)
@@ -186,10 +190,12 @@ def main(argv=None) -> int:
     rows = {}
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
         rows[seed] = seed_row(out / f"seed{seed}" / args.mode / "last.pt",
-                              out / f"seed{seed}" / "source_only" / "last.pt", data, args.max_images, args.split)
+                              out / f"seed{seed}" / "source_only" / "last.pt", data, args.max_images, args.split,
+                              tuple(float(x) for x in args.scales.split(",") if x.strip()))
         keys = (*SIGNALS, *(f"miou_{x}" for x in LABELS))
         print(f"seed {seed}: " + ", ".join(f"{k} {100 * rows[seed][k]:.2f}" for k in keys), flush=True)
-    doc = {"out": str(out), "mode": args.mode, "split": args.split, "runs": {str(s): r for s, r in rows.items()},
+    doc = {"out": str(out), "mode": args.mode, "split": args.split, "scales": args.scales,
+           "runs": {str(s): r for s, r in rows.items()},
            **summarise(rows)}
     print("\n" + report(doc))
     if args.json:
