@@ -113,7 +113,10 @@ def variant_parts(name: str) -> set[str]:
 
 def training_step(cfg, parts: set[str]) -> PRNStep:
     """The trainer's PRN step for ``cfg`` (losses, weights, reductions), learning the noise head from
-    target consistency when the variant says so, so a variant measures what training would do."""
+    target consistency, or both heads from the augmented teacher (``target_tta``), when the variant
+    says so, so a variant measures what training would do."""
+    if "tta" in parts:
+        return replace(PRNStep.from_config(cfg), refine_signal="target_tta", noise_signal="target_tta")
     signal = "target_consistency" if "target_consistency" in parts else "source_fft"
     return replace(PRNStep.from_config(cfg), noise_signal=signal)
 
@@ -192,8 +195,6 @@ def train_variant(variant, teacher, cfg, iters, seed, lr, target_list=None):
             z, feats = out_t.logits, out_t.features
             ys = torch.nn.functional.interpolate(rectified_logits(out_t, protos).argmax(1, keepdim=True).float(),
                                                  size=xt.shape[-2:], mode="nearest")[:, 0].long()
-        if "tta" in parts:   # the target, its single-pass teacher and the augmented teacher's labels
-            z, feats, ys = out_t.logits, out_t.features, tta_probabilities(teacher, xt).argmax(1)
         out = step.losses(prn, PRNBatch(feats, z, ys), target=PRNBatch(out_t.features, out_t.logits),
                           target_images=xt, teacher=lambda x: teacher(x).logits.float(), generator=g)
         opt.zero_grad()
