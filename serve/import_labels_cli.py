@@ -111,9 +111,6 @@ def _training_roots(model_dir: Path | None) -> dict[str, str]:
         data = json.loads((model_dir / "model.json").read_text()).get("checkpoint", {}).get("data") or {}
     except (OSError, ValueError, AttributeError):
         return {}
-    roots = {}
-    for name in ("source", "target"):
-        root = (data.get(name) or {}).get("root") if isinstance(data.get(name), dict) else None
-        if root and Path(root).is_dir():
-            roots[name] = root
-    return roots
+    entries = {name: data.get(name) for name in ("source", "target")}
+    roots = {name: e.get("root") for name, e in entries.items() if isinstance(e, dict)}
+    return {name: root for name, root in roots.items() if root and Path(root).is_dir()}
