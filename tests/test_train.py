@@ -293,3 +293,31 @@ def test_warm_start_from_a_source_only_checkpoint(synth_root, prn_checkpoint, tm
     cfg.model.head = "daformer" if cfg.model.head == "segformer" else "segformer"   # not the checkpoint's head
     with pytest.raises(Exception, match="init_from weights do not fit"):
         UDATrainer(cfg, tmp_path / "bad", progress=False)
+
+
+@pytest.mark.slow
+def test_logit_adjusted_self_training_resumes_exactly(synth_root, tmp_path):
+    """uda.pseudo_label_logit_adjustment: the running class marginal is checkpointed, so a resumed
+    run writes the same pseudo-labels as the uninterrupted one."""
+    from prnseg.training.trainer import UDATrainer
+
+    torch.set_num_threads(1)
+
+    def cfg():
+        c = _cfg(synth_root, 4, mode="self_training")
+        c.uda.pseudo_label_logit_adjustment = 0.25
+        return c
+
+    straight = UDATrainer(cfg(), tmp_path / "a", progress=False)
+    straight.fit()
+    first = UDATrainer(cfg(), tmp_path / "b", progress=False)
+    batches = iter(first.build_loader())
+    for _ in range(2):
+        first.train_step(next(batches))
+    first.save()
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["class_marginal"]["marginal"] is not None
+    resumed = UDATrainer(cfg(), tmp_path / "b", resume=True, progress=False)
+    resumed.fit()
+    assert torch.allclose(straight.class_marginal.marginal, resumed.class_marginal.marginal, rtol=0, atol=1e-12)
+    a, b = straight.student.state_dict(), resumed.student.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from prnseg.errors import ConfigError, PrnsegError
 from prnseg.training import distributed as dist_utils
 from prnseg.training.augment import strong_transform
+from prnseg.training.class_prior import TargetClassMarginal
 from prnseg.training.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from prnseg.training.config import Config, save_config
 from prnseg.training.data.uda import ResumableSampler
@@ -138,6 +139,9 @@ class UDATrainer:
         self.optimizer = self._build_optimizer()
         self.step = 0
         self.generator = torch.Generator().manual_seed(cfg.train.seed + 1000 * dist_utils.rank())
+        self.class_marginal = None
+        if self.teacher is not None and cfg.uda.pseudo_label_logit_adjustment != 0:
+            self.class_marginal = TargetClassMarginal(cfg.model.num_classes, cfg.uda.pseudo_label_prior_momentum)
 
         self.student_ddp, self.prn_ddp, self.proj_ddp = self.student, self.prn, self.proj
         if self.distributed:
@@ -223,6 +227,8 @@ class UDATrainer:
             state["prn"] = self.prn.state_dict()
         if self.proj is not None:
             state["proj"] = self.proj.state_dict()
+        if self.class_marginal is not None:
+            state["class_marginal"] = self.class_marginal.state_dict()
         return state
 
     def _resume(self) -> None:
@@ -242,6 +248,8 @@ class UDATrainer:
             self.prn.load_state_dict(state["prn"])
         if self.proj is not None:
             self.proj.load_state_dict(state["proj"])
+        if self.class_marginal is not None:
+            self.class_marginal.load_state_dict(state.get("class_marginal", {}))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -362,6 +370,9 @@ class UDATrainer:
         else:
             probs = torch.softmax(F.interpolate(t_t.logits.float(), size=x_t.shape[-2:], mode="bilinear",
                                                 align_corners=False), 1)
+        if self.class_marginal is not None:
+            self.class_marginal.update(probs)
+            probs = self.class_marginal.adjust(probs, self.cfg.uda.pseudo_label_logit_adjustment)
         conf, pseudo = probs.max(1)
         return t_s, t_t, pseudo, conf
 
