@@ -135,6 +135,16 @@ def _training_data(cfg) -> dict:
     return out
 
 
+def _class_prior(state: dict, num_classes: int) -> list[float] | None:
+    """The teacher's running mean class probability on its training target crops
+    (training/class_prior.py), which ``prnseg label --tta`` logit-adjusts its labels by; None for a
+    checkpoint without one (source-only training, or written before it was recorded)."""
+    marginal = (state.get("class_marginal") or {}).get("marginal")
+    if marginal is None or len(marginal) != num_classes:
+        return None
+    return [float(v) for v in marginal]
+
+
 def _versions() -> dict:
     import onnx
     import onnxruntime
@@ -316,6 +326,7 @@ def _model_doc(job: _Job, files: dict[str, Path]) -> dict:
         "label_source": ("prn_refined" if job.prn is not None and job.reference.use_refined_labels
                          else "segmenter"),
         "refine_min_confidence": job.reference.refine_min_confidence,
+        "class_prior": _class_prior(job.state, num_classes),
         "artefacts": artefacts,
         "opset": job.opset,
         "precision": ["fp32", "fp16"] if "pseudolabeler_fp16" in files else ["fp32"],

@@ -50,6 +50,10 @@ def add_label_arguments(p: argparse.ArgumentParser) -> None:
                    help="test-time augmentation: labels and noise mask from segmenter.onnx averaged over scales "
                         "0.75/1/1.25 and their mirrors (six passes; better labels and a better-ranked mask than one "
                         "pass on the synthetic benchmark; the PRN is not used)")
+    p.add_argument("--logit-adjust", dest="logit_adjustment", type=float, default=_d("logit_adjustment"),
+                   metavar="TAU", help="with --tta: take each label as argmax(log p - TAU log prior), prior the "
+                        "teacher's target class distribution recorded at training (model.json class_prior), so rare "
+                        "classes keep pixels the teacher nearly gives them (default 0.25; 0 = plain argmax)")
     p.add_argument("--save", type=_save, default=_d("save"), metavar="LIST",
                    help=f"extra outputs besides labels/ and noise/, comma-separated from {','.join(OPTIONAL)}, "
                         f"or none (default: {','.join(_d('save')) or 'none'})")
@@ -91,7 +95,8 @@ def run_label(args: argparse.Namespace) -> int:
         save=args.save, gt_dir=Path(args.gt) if args.gt else None, shard=args.shard,
         max_failures=args.max_failures, backend=args.backend, device=args.device, precision=args.precision,
         threads=args.threads, streams=args.streams, png_level=args.png_level, progress=not args.no_progress,
-        engine=args.engine, max_pixels=args.max_pixels, tta=args.tta)
+        engine=args.engine, max_pixels=args.max_pixels, tta=args.tta,
+        logit_adjustment=args.logit_adjustment)
 
     from prnseg import api
 

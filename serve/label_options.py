@@ -93,6 +93,7 @@ class LabelOptions:
     engine: str = "local"
     max_pixels: int = DEFAULT_MAX_PIXELS
     tta: bool = False
+    logit_adjustment: float | None = None   # with tta: None = the runtime's default tau
 
     def __post_init__(self):
         self.input_dir, self.out_dir, self.model_dir = Path(self.input_dir), Path(self.out_dir), Path(self.model_dir)
@@ -134,6 +135,19 @@ class LabelOptions:
                                  "fused graph); use --backend onnxruntime or auto")
             if self.noise_threshold is None:   # the augmented confidence's own threshold, not the model's
                 self.noise_threshold = DEFAULT_TTA_NOISE_THRESHOLD
+        if self.logit_adjustment is not None:
+            if self.logit_adjustment < 0:
+                raise LabelError(f"--logit-adjust must be >= 0, got {self.logit_adjustment}")
+            if self.logit_adjustment and not self.tta:
+                raise LabelError("--logit-adjust adjusts the test-time augmented labels; add --tta (or drop it)")
+
+    def effective_logit_adjustment(self, spec) -> float:
+        """The tau the written labels use: 0 without --tta or without a class prior in model.json."""
+        from prnseg.serve.tta import DEFAULT_LOGIT_ADJUSTMENT
+
+        if not self.tta or spec.raw.get("class_prior") is None:
+            return 0.0
+        return DEFAULT_LOGIT_ADJUSTMENT if self.logit_adjustment is None else float(self.logit_adjustment)
 
     @property
     def tag(self) -> str:

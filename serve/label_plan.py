@@ -252,7 +252,9 @@ def _settings(opts: LabelOptions, spec: ModelSpec) -> dict:
         "noise_threshold": spec.noise_threshold if opts.noise_threshold is None else opts.noise_threshold,
         "precision": opts.precision,
         "tta": opts.tta,
+        "logit_adjustment": opts.effective_logit_adjustment(spec),
     }
+
 
 
 def check_settings(opts: LabelOptions, spec: ModelSpec) -> None:
@@ -269,8 +271,9 @@ def check_settings(opts: LabelOptions, spec: ModelSpec) -> None:
             diffs = []
             if before.get("model", {}).get("sha256") != now["model"]["sha256"]:
                 diffs.append(f"model {before.get('model', {}).get('dir')} -> {now['model']['dir']}")
-            for k in ("input_dir", "ignore_noisy", "noise_threshold", "precision", "tta"):
-                if before.get(k, False if k == "tta" else None) != now[k]:
+            absent = {"tta": False, "logit_adjustment": 0.0}   # what label.json files written before them meant
+            for k in ("input_dir", "ignore_noisy", "noise_threshold", "precision", "tta", "logit_adjustment"):
+                if before.get(k, absent.get(k)) != now[k]:
                     diffs.append(f"{k} {before.get(k)} -> {now[k]}")
             if diffs:
                 raise LabelError(f"{opts.out_dir} was labelled with other settings ({'; '.join(diffs)}); "

@@ -123,7 +123,8 @@ def _open_runtime(opts: LabelOptions, spec: ModelSpec, predictor, log) -> _Runti
         from prnseg.serve.predictor import Predictor
 
         predictor = Predictor(opts.model_dir, backend=opts.backend, device=opts.device, precision=opts.precision,
-                              spin=False, max_batch=opts.batch, tta=opts.tta, **config)
+                              spin=False, max_batch=opts.batch, tta=opts.tta,
+                              logit_adjustment=opts.logit_adjustment, **config)
         if opts.batch and opts.batch > predictor.max_batch:
             log(f"--batch {opts.batch} exceeds the model's max_batch; using {predictor.max_batch}")
     return _Runtime(predictor, config["threads"], round(time.perf_counter() - t0, 3))

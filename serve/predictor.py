@@ -220,7 +220,8 @@ class Predictor:
 
     ``tta=True`` replaces the fused graph by test-time augmentation of ``segmenter.onnx``
     (:mod:`prnseg.serve.tta`): the label averaged over scales and mirrors, its confidence as the
-    noise mask, the PRN unused.
+    noise mask, the PRN unused. ``logit_adjustment`` is the tau its labels are adjusted by with the
+    model's recorded class prior (None: the default 0.25; 0: plain argmax).
 
     ``backend``: ``onnxruntime``, ``tensorrt`` (the exported ``*.plan`` engines; needs the
     ``tensorrt`` package and a GPU) or ``auto`` (TensorRT when it, a GPU and plans for every
@@ -235,7 +236,8 @@ class Predictor:
 
     def __init__(self, model_dir: str | os.PathLike, backend: str = "auto", device: str = "auto",
                  precision: str = "fp32", *, threads: int | None = None, streams: int = 1, spin: bool = True,
-                 trt_ep: bool = False, max_batch: int | None = None, tta: bool = False):
+                 trt_ep: bool = False, max_batch: int | None = None, tta: bool = False,
+                 logit_adjustment: float | None = None):
         if int(streams) < 1:
             raise BackendError(f"streams must be >= 1, got {streams}")
         self.streams = int(streams)
@@ -247,8 +249,14 @@ class Predictor:
         self.spec = load_model_spec(model_dir)
         self.precision = precision
         self.tta = bool(tta)
+        self.logit_adjustment = 0.0   # the tau --tta's labels use (0 without --tta or a recorded class prior)
+        if logit_adjustment is not None and logit_adjustment < 0:
+            raise BackendError(f"logit_adjustment must be >= 0, got {logit_adjustment}")
+        if logit_adjustment and not self.tta:
+            raise BackendError("logit_adjustment applies to test-time augmented labels; pass tta=True as well")
         kind, index = self.resolve_device(device)
         self.device = "cpu" if kind == "cpu" else f"cuda:{index}"
+        self._requested_tau = logit_adjustment
         if self.tta:
             self.backend, self._runner = self._open_tta(backend, kind, index, threads, spin)
         else:
@@ -328,7 +336,7 @@ class Predictor:
 
     def _open_tta(self, backend: str, kind: str, index: int, threads, spin):
         """``segmenter.onnx`` in ONNX Runtime behind :class:`~prnseg.serve.tta.TTARunner`."""
-        from prnseg.serve.tta import TTARunner
+        from prnseg.serve.tta import DEFAULT_LOGIT_ADJUSTMENT, TTARunner, logit_adjustment_weights
 
         if backend == "tensorrt" or self.precision != "fp32":
             raise BackendError("test-time augmentation runs the fp32 segmenter.onnx in ONNX Runtime; use backend "
@@ -336,9 +344,14 @@ class Predictor:
         segmenter = _OrtRunner("segmenter", self.spec, kind, index, "fp32", threads, False, spin, outputs=("logits",))
         where = "cpu" if not segmenter.on_cuda else f"cuda:{index}"
         self.device = where
+        tau = DEFAULT_LOGIT_ADJUSTMENT if self._requested_tau is None else float(self._requested_tau)
+        weights = logit_adjustment_weights(self.spec.raw.get("class_prior"), tau)
+        self.logit_adjustment = tau if weights is not None else 0.0
+        adjusted = (f", labels logit-adjusted by the class prior (tau {tau:g})" if weights is not None
+                    else ", labels not adjusted: model.json records no class_prior" if tau else "")
         self.provider = (f"onnxruntime {segmenter.providers[0]} on {where} (fp32, test-time augmentation: "
-                         "segmenter.onnx at 3 scales and their mirrors)")
-        return "onnxruntime", TTARunner(segmenter, self.spec.mean, self.spec.std)
+                         f"segmenter.onnx at 3 scales and their mirrors{adjusted})")
+        return "onnxruntime", TTARunner(segmenter, self.spec.mean, self.spec.std, label_weights=weights)
 
     # -- the three stages, exposed so pipelines can run them on different threads --
 

@@ -36,7 +36,7 @@ class LabelActor:
         self.opts = LabelOptions(**options)
         self.predictor = Predictor(self.opts.model_dir, backend=self.opts.backend, device=device,
                                    precision=self.opts.precision, threads=threads, max_batch=self.opts.batch,
-                                   tta=self.opts.tta)
+                                   tta=self.opts.tta, logit_adjustment=self.opts.logit_adjustment)
         self.writer = OutputWriter(self.opts, self.predictor.spec)
 
     def __call__(self, batch: dict) -> dict:

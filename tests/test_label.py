@@ -451,10 +451,16 @@ def test_tta_labels_a_folder_reports_it_and_is_not_mixed_with_a_plain_run(export
     assert "test-time augmentation" in proc.stdout and "raw mIoU" in proc.stdout
     rep = json.loads((out / "report.json").read_text())
     assert rep["options"]["tta"] is True and rep["options"]["noise_threshold"] == 0.5
+    assert rep["options"]["logit_adjustment"] == 0.25          # the model records its class prior
     assert rep["counts"]["ok"] == 4 and rep["gt"]["n_images"] == 4
-    assert json.loads((out / "label.json").read_text())["tta"] is True
+    settings = json.loads((out / "label.json").read_text())
+    assert settings["tta"] is True and settings["logit_adjustment"] == 0.25
     again = label(cs / "leftImg8bit" / "val", exported_model, out, check=False)
     assert again.returncode == 2 and "tta True -> False" in again.stderr
+    other_tau = label(cs / "leftImg8bit" / "val", exported_model, out, "--tta", "--logit-adjust", "0", check=False)
+    assert other_tau.returncode == 2 and "logit_adjustment 0.25 -> 0.0" in other_tau.stderr
+    no_tta = label(cs / "leftImg8bit" / "val", exported_model, tmp_path / "y", "--logit-adjust", "0.5", check=False)
+    assert no_tta.returncode == 2 and "add --tta" in no_tta.stderr
     bad = label(cs / "leftImg8bit" / "val", exported_model, tmp_path / "x", "--tta", "--precision", "fp16",
                 check=False)
     assert bad.returncode == 2 and "--tta runs the exported fp32 segmenter.onnx" in bad.stderr

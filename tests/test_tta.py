@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from prnseg.training.tta import tta_probabilities
@@ -58,31 +59,55 @@ def test_numpy_resampling_is_pytorch_s_bilinear():
 
 def test_the_runtime_s_augmentation_matches_training_s_on_the_exported_teacher(exported_model, prn_checkpoint,
                                                                               synth_root):
+    """Labels logit-adjusted by the recorded class prior (the default) and plain (tau 0) both equal
+    training's augmentation and adjustment on the same teacher."""
     import numpy as np
 
     from prnseg.image_io import list_images, read_image
     from prnseg.serve.predictor import Predictor
+    from prnseg.training.checkpoint import load_checkpoint
+    from prnseg.training.class_prior import adjust_probabilities
     from prnseg.training.loading import load_checkpoint_model
 
     images = [read_image(p) for p in list_images(synth_root / "cityscapes" / "leftImg8bit" / "val")[:2]]
     fused = Predictor(exported_model, backend="onnxruntime").predict(images)
     tta = Predictor(exported_model, backend="onnxruntime", tta=True)
-    assert "test-time augmentation" in tta.provider
-    augmented = tta.predict(images)
+    plain = Predictor(exported_model, backend="onnxruntime", tta=True, logit_adjustment=0)
+    assert "test-time augmentation" in tta.provider and "logit-adjusted" in tta.provider
+    assert tta.logit_adjustment == 0.25 and plain.logit_adjustment == 0
+    prior = torch.tensor(load_checkpoint(prn_checkpoint)["class_marginal"]["marginal"])
+    assert np.allclose(tta.spec.raw["class_prior"], prior.numpy())
     teacher, _, _ = load_checkpoint_model(prn_checkpoint, "teacher")
     teacher.eval()
     spec = tta.spec
-    for img, f, a in zip(images, fused, augmented):
+    changed = 0
+    for img, f, a, b in zip(images, fused, tta.predict(images), plain.predict(images)):
         assert (a.raw_label == f.raw_label).mean() > 0.999      # the unaugmented pass is the fused graph's segmenter
         bucket, placement = spec.fit(img)
         x = (torch.from_numpy(bucket).float().permute(2, 0, 1)[None] - torch.tensor(spec.mean).view(1, 3, 1, 1)) \
             / torch.tensor(spec.std).view(1, 3, 1, 1)
         p = tta_probabilities(lambda t: teacher(t).logits, x)[0]
-        want = spec.unfit(p.argmax(0).numpy().astype(np.uint8), placement)
-        assert (a.label == want).mean() > 0.99
+        want_plain = spec.unfit(p.argmax(0).numpy().astype(np.uint8), placement)
+        adjusted = adjust_probabilities(p[None], prior, 0.25)[0].argmax(0)
+        want = spec.unfit(adjusted.numpy().astype(np.uint8), placement)
+        assert (b.label == want_plain).mean() > 0.99 and (a.label == want).mean() > 0.99
+        changed += int((want != want_plain).sum())
         conf = spec.unfit(np.round(p.max(0).values.numpy() * 255).astype(np.uint8), placement)
-        assert np.abs(a.confidence.astype(int) - conf).max() <= 2
+        assert np.abs(b.confidence.astype(int) - conf).max() <= 2
+        label_conf = spec.unfit(np.round(p.gather(0, adjusted[None])[0].numpy() * 255).astype(np.uint8), placement)
+        assert np.abs(a.confidence.astype(int) - label_conf).max() <= 2   # the written label's averaged probability
+        assert (a.noise_prob == b.noise_prob).all()               # the mask is the averaged top probability's
         assert ((a.noise_prob >= 128) == a.noise.astype(bool)).all()   # even odds, the --tta default threshold
+    assert changed > 0     # the adjustment moved some labels, so the comparison above can tell the two apart
+
+
+def test_logit_adjustment_is_refused_without_test_time_augmentation(exported_model):
+    from prnseg.serve.predictor import BackendError, Predictor
+
+    with pytest.raises(BackendError, match="tta=True"):
+        Predictor(exported_model, backend="onnxruntime", logit_adjustment=0.25)
+    with pytest.raises(BackendError, match=">= 0"):
+        Predictor(exported_model, backend="onnxruntime", tta=True, logit_adjustment=-1)
 
 
 def test_the_augmented_batch_is_kept_within_the_map_budget():

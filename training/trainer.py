@@ -139,8 +139,10 @@ class UDATrainer:
         self.optimizer = self._build_optimizer()
         self.step = 0
         self.generator = torch.Generator().manual_seed(cfg.train.seed + 1000 * dist_utils.rank())
+        # tracked whenever there is a teacher: its pseudo-labels use it at uda.pseudo_label_logit_adjustment
+        # > 0, and the export records it for prnseg label --tta (model.json class_prior)
         self.class_marginal = None
-        if self.teacher is not None and cfg.uda.pseudo_label_logit_adjustment != 0:
+        if self.teacher is not None:
             self.class_marginal = TargetClassMarginal(cfg.model.num_classes, cfg.uda.pseudo_label_prior_momentum)
 
         self.student_ddp, self.prn_ddp, self.proj_ddp = self.student, self.prn, self.proj
@@ -372,7 +374,8 @@ class UDATrainer:
                                                 align_corners=False), 1)
         if self.class_marginal is not None:
             self.class_marginal.update(probs)
-            probs = self.class_marginal.adjust(probs, self.cfg.uda.pseudo_label_logit_adjustment)
+            if self.cfg.uda.pseudo_label_logit_adjustment:
+                probs = self.class_marginal.adjust(probs, self.cfg.uda.pseudo_label_logit_adjustment)
         conf, pseudo = probs.max(1)
         return t_s, t_t, pseudo, conf
 
