@@ -5,8 +5,14 @@ For each seed's adapted ``prn`` run of ``bench/adaptation.py`` (same ``--out``),
 target *train* images twice with ``--gt`` scoring, through the shipped runtime and pipeline:
 
 - ``plain``: the fused graph: the PRN's labels under the pseudo-label rule and the PRN's noise mask;
-- ``tta``: ``--tta``: the teacher's labels averaged over scales 0.75/1/1.25 and mirrors, and
-  ``1 -`` their top probability as the noise probability (threshold 0.5).
+- ``tta``: ``--tta --logit-adjust 0``: the teacher's labels averaged over scales 0.75/1/1.25 and
+  mirrors, and ``1 -`` their top probability as the noise probability (threshold 0.5);
+- ``tta_la``: ``--tta`` as it ships: the same, with the labels logit-adjusted by the class prior
+  the model recorded in training (tau 0.25; needs a checkpoint that records one, so not the
+  version-3 runs trained before it was; ``--mode prn_la`` or ``self_training_la`` are).
+
+``--mode`` picks the adaptation run (default ``prn``); models of other modes are exported to
+``OUT/label_tta/seed<S>_<mode>/model``.
 
 Both runs share the raw labels (the teacher's single pass), so every row reads against the same
 raw mIoU: the written labels' mIoU, the mIoU of the pixels the mask keeps and their share, and the
@@ -31,24 +37,27 @@ from adaptation import (isolated, mean_std, report_from_json, say, significance,
 
 README_BEGIN = "<!-- label-tta-results:begin (written by bench/label_tta.py --readme; do not edit) -->"
 README_END = "<!-- label-tta-results:end -->"
+VARIANTS = ("plain", "tta", "tta_la")
 METRICS = ("raw_miou", "written_miou", "kept_miou", "kept_coverage", "noise_auroc", "noise_precision",
            "noise_recall", "seconds")
 
 
-def run_label(model: Path, images: Path, gt: Path, out: Path, tta: bool) -> dict:
+def run_label(model: Path, images: Path, gt: Path, out: Path, tta: bool, logit_adjustment: float | None = None) -> dict:
     from prnseg import api
 
     report = out / "report.json"
     if not report.exists() or json.loads(report.read_text())["counts"]["remaining"]:
         say(f"label {images} with {model}{' --tta' if tta else ''} -> {out}")
         api.label(api.LabelOptions(input_dir=images, out_dir=out, model_dir=model, gt_dir=gt, tta=tta,
-                                   workers=min(2, os.cpu_count() or 1), save=(), progress=False))
+                                   logit_adjustment=logit_adjustment, workers=min(2, os.cpu_count() or 1), save=(),
+                                   progress=False))
     rep = json.loads(report.read_text())
     g = rep["gt"]
     return {"raw_miou": g["raw"]["miou"], "written_miou": g["refined"]["miou"], "kept_miou": g["kept"]["miou"],
             "kept_coverage": g["kept"]["coverage"], "noise_auroc": g["noise_detector"]["auroc"],
             "noise_precision": g["noise_detector"]["precision"], "noise_recall": g["noise_detector"]["recall"],
-            "seconds": rep["run"].get("wall_s"), "n_images": g["n_images"]}
+            "seconds": rep["run"].get("wall_s"), "n_images": g["n_images"],
+            "logit_adjustment": rep["options"].get("logit_adjustment", 0.0)}
 
 
 def summarise(rows: dict[str, dict[int, dict]]) -> dict:
@@ -60,12 +69,13 @@ def summarise(rows: dict[str, dict[int, dict]]) -> dict:
             s = significance({k: r[metric] for k, r in runs.items()}, {k: r[base] for k, r in runs.items()})
             if s:
                 sig[f"{variant}:{metric}_minus_{base}"] = s
-    if "tta" in rows and "plain" in rows:
+    for a, b in (("tta", "plain"), ("tta_la", "plain"), ("tta_la", "tta")):
+        if a not in rows or b not in rows:
+            continue
         for metric in ("written_miou", "noise_auroc"):
-            s = significance({k: r[metric] for k, r in rows["tta"].items()},
-                             {k: r[metric] for k, r in rows["plain"].items()})
+            s = significance({k: r[metric] for k, r in rows[a].items()}, {k: r[metric] for k, r in rows[b].items()})
             if s:
-                sig[f"tta_minus_plain:{metric}"] = s
+                sig[f"{a}_minus_{b}:{metric}"] = s
     return {"summary": summary, "significance": sig}
 
 
@@ -90,7 +100,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/adaptation", help="the --out of bench/adaptation.py (seed<S>/prn)")
     ap.add_argument("--data", default=None, help="synthetic benchmark root (default OUT/data)")
     ap.add_argument("--seeds", default="0")
-    ap.add_argument("--variants", default="plain,tta", help="plain, tta or both (default)")
+    ap.add_argument("--mode", default="prn", help="which adaptation run of each seed is exported (default prn)")
+    ap.add_argument("--variants", default="plain,tta", help="comma list of plain, tta, tta_la (default plain,tta)")
     ap.add_argument("--json", default=None, metavar="FILE")
     ap.add_argument("--readme", default=None, metavar="README.md", help="rewrite the README's section between its "
                     "label-tta-results markers")
@@ -102,23 +113,31 @@ def main(argv=None) -> int:
     data = Path(args.data) if args.data else out / "data"
     cs = data / "cityscapes"
     variants = [v for v in args.variants.split(",") if v]
-    if set(variants) - {"plain", "tta"}:
-        raise SystemExit("--variants: plain, tta")
+    if set(variants) - set(VARIANTS):
+        raise SystemExit(f"--variants: {', '.join(VARIANTS)}")
     rows: dict[str, dict[int, dict]] = {v: {} for v in variants}
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
-        model = out / "few_labels" / f"seed{seed}" / "model"
+        tag = "" if args.mode == "prn" else f"_{args.mode}"
+        model = (out / "few_labels" / f"seed{seed}" / "model" if args.mode == "prn"
+                 else out / "label_tta" / f"seed{seed}{tag}" / "model")
         if not (model / "model.json").exists():
-            ckpt = out / f"seed{seed}" / "prn" / "last.pt"
+            ckpt = out / f"seed{seed}" / args.mode / "last.pt"
             if not ckpt.exists():
-                raise SystemExit(f"{ckpt}: not found; run bench/adaptation.py --out {out} --seeds {seed} --modes prn")
+                raise SystemExit(f"{ckpt}: not found; run bench/adaptation.py --out {out} --seeds {seed} "
+                                 f"--modes {args.mode}")
             say(f"export {ckpt} -> {model}")
             isolated("export", ckpt, model, overwrite=True, progress=False)
+        if "tta_la" in variants and json.loads((model / "model.json").read_text()).get("class_prior") is None:
+            raise SystemExit(f"{model}: records no class_prior (trained before the trainer kept one); variant tta_la "
+                             "needs a newer run, e.g. --mode prn_la")
         for v in variants:
             rows[v][seed] = run_label(model, cs / "leftImg8bit" / "train", cs / "gtFine" / "train",
-                                      out / "label_tta" / f"seed{seed}_{v}", v == "tta")
+                                      out / "label_tta" / f"seed{seed}{tag}_{v}", v != "plain",
+                                      0.0 if v == "tta" else None)
             print(f"seed {seed} {v}: " + ", ".join(f"{m} {rows[v][seed][m]:.4f}" for m in METRICS
                                                    if rows[v][seed].get(m) is not None), flush=True)
-    doc = {"out": str(out), "split": "train", "runs": {v: {str(s): r for s, r in rs.items()} for v, rs in rows.items()},
+    doc = {"out": str(out), "mode": args.mode, "split": "train",
+           "runs": {v: {str(s): r for s, r in rs.items()} for v, rs in rows.items()},
            **summarise(rows)}
     print("\n" + report(doc))
     if args.json:
