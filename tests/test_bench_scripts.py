@@ -308,10 +308,13 @@ def test_label_tta_judges_written_against_raw_and_tta_against_plain():
     rows = {v: {s: {"raw_miou": 0.30 + d, "written_miou": 0.30 + d + gain, "kept_miou": 0.33 + d,
                     "kept_coverage": 0.8, "noise_auroc": auroc + d, "noise_precision": 0.5, "noise_recall": 0.5,
                     "seconds": 1.0} for s, d in enumerate((0.0, 0.01, -0.01))}
-            for v, gain, auroc in (("plain", 0.001, 0.81), ("tta", 0.012, 0.88))}
+            for v, gain, auroc in (("plain", 0.001, 0.81), ("tta", 0.012, 0.88), ("tta_la", 0.02, 0.88))}
     rows["tta"][1]["written_miou"] += 0.001
+    rows["tta_la"][2]["written_miou"] -= 0.001
     doc = lt.summarise(rows)
     sig = doc["significance"]
     assert sig["tta:written_miou_minus_raw_miou"]["verdict"] == "gain"
     assert sig["tta_minus_plain:noise_auroc"]["verdict"] == "gain"
+    assert sig["tta_la_minus_tta:written_miou"]["verdict"] == "gain"
+    assert sig["tta_la_minus_tta:noise_auroc"]["verdict"] == "not significant"
     assert "| tta | 30.00 ± 1.00 | 31.23 ± 1.05 |" in lt.report(doc)
