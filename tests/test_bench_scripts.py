@@ -318,3 +318,14 @@ def test_label_tta_judges_written_against_raw_and_tta_against_plain():
     assert sig["tta_la_minus_tta:written_miou"]["verdict"] == "gain"
     assert sig["tta_la_minus_tta:noise_auroc"]["verdict"] == "not significant"
     assert "| tta | 30.00 ± 1.00 | 31.23 ± 1.05 |" in lt.report(doc)
+
+
+def test_logit_adjust_scores_adjusted_labels_against_raw_on_hand_made_maps():
+    la = _load("logit_adjust")
+    # two pixels of class 0 and one of class 1; class 1 is rare in the teacher's probabilities, and the
+    # third pixel's teacher nearly gives it class 1: adjustment flips that pixel only
+    p = np.array([[0.9, 0.1], [0.9, 0.1], [0.55, 0.45]], np.float32).T.reshape(1, 2, 1, 3)
+    gt = np.array([[[0, 0, 1]]], np.uint8)
+    row = la.seed_row(p, p, gt, [0.5])
+    assert row["miou_raw"] == pytest.approx((2 / 3 + 0) / 2)
+    assert row["miou_raw_la0.5"] == 1.0 and row["miou_tta_la0.5"] == 1.0
