@@ -126,6 +126,9 @@ class ModelSpec:
     noise_source: str
     artefacts: dict[str, dict[str, Any]]
     ready: bool
+    # the teacher's mean class probability on its training target crops (prnseg label --tta's
+    # logit adjustment); None for a model whose checkpoint recorded none
+    class_prior: list[float] | None = None
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @property
@@ -356,6 +359,11 @@ def load_model_spec(model_dir: str | os.PathLike, require_ready: bool = True) ->
     threshold = f.number(noise.get("threshold", 0.5), "noise.threshold", 0.0, 1.0)
     noise_source = f.get(noise, "source", "noise", "prn", kind=str)
     name = f.get(doc, "name", default=root.resolve().name, kind=str)
+    class_prior = f.get(doc, "class_prior", default=None)
+    if class_prior is not None:
+        if not isinstance(class_prior, list) or len(class_prior) != len(classes):
+            f.fail("class_prior", f"is {_short(class_prior)}, expected {len(classes)} numbers (one per class) or null")
+        class_prior = [f.number(v, f"class_prior[{i}]", 0.0, 1.0) for i, v in enumerate(class_prior)]
     return ModelSpec(
         root=root,
         name=safe_name(name),
@@ -370,5 +378,6 @@ def load_model_spec(model_dir: str | os.PathLike, require_ready: bool = True) ->
         noise_source=noise_source,
         artefacts=_artefacts(f, doc, root),
         ready=ready,
+        class_prior=class_prior,
         raw=doc,
     )

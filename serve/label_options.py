@@ -145,7 +145,7 @@ class LabelOptions:
         """The tau the written labels use: 0 without --tta or without a class prior in model.json."""
         from prnseg.serve.tta import DEFAULT_LOGIT_ADJUSTMENT
 
-        if not self.tta or spec.raw.get("class_prior") is None:
+        if not self.tta or spec.class_prior is None:
             return 0.0
         return DEFAULT_LOGIT_ADJUSTMENT if self.logit_adjustment is None else float(self.logit_adjustment)
 

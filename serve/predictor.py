@@ -345,7 +345,7 @@ class Predictor:
         where = "cpu" if not segmenter.on_cuda else f"cuda:{index}"
         self.device = where
         tau = DEFAULT_LOGIT_ADJUSTMENT if self._requested_tau is None else float(self._requested_tau)
-        weights = logit_adjustment_weights(self.spec.raw.get("class_prior"), tau)
+        weights = logit_adjustment_weights(self.spec.class_prior, tau)
         self.logit_adjustment = tau if weights is not None else 0.0
         adjusted = (f", labels logit-adjusted by the class prior (tau {tau:g})" if weights is not None
                     else ", labels not adjusted: model.json records no class_prior" if tau else "")

@@ -130,6 +130,8 @@ def test_a_tensorrt_plan_is_verified_before_tensorrt_sees_it(exported_model, tmp
     (lambda d: d.__setitem__("noise", {"threshold": "high"}), r"'noise\.threshold' is 'high'"),
     (lambda d: d.__setitem__("ready", "yes"), r"'ready' is 'yes', expected true or false"),
     (lambda d: d.pop("input"), r"'input' is missing"),
+    (lambda d: d.__setitem__("class_prior", [0.5, 0.5]), r"'class_prior' is \[0\.5, 0\.5\], expected 19 numbers"),
+    (lambda d: d.__setitem__("class_prior", [-1.0] * 19), r"'class_prior\[0\]' is -1\.0, expected a number"),
 ])
 def test_malformed_model_json_is_a_one_line_error(exported_model, tmp_path, edit, message):
     m = copy_model(exported_model, tmp_path / "model", edit)
