@@ -359,9 +359,10 @@ def _print_label(report: dict, opts: LabelOptions) -> None:
         print(f"{c['failed']} failed images: see {out / f'failures{tag}.jsonl'}")
     gt = report.get("gt")
     if gt:
-        nd = gt["noise_detector"]
-        print(f"pseudo-labels on {gt['n_images']} labelled images: raw mIoU {pct(gt['raw']['miou'])} -> refined "
-              f"{pct(gt['refined']['miou'])}; noise mask precision {pct(nd['precision'])} recall "
+        nd, kept = gt["noise_detector"], gt["kept"]
+        print(f"pseudo-labels on {gt['n_images']} labelled images: raw mIoU {pct(gt['raw']['miou'])} -> written "
+              f"{pct(gt['refined']['miou'])}, {pct(kept.get('miou'))} on the {pct(kept.get('coverage'))} % of "
+              f"pixels the noise mask keeps; noise mask precision {pct(nd['precision'])} recall "
               f"{pct(nd['recall'])}" + (f" ({gt['n_missing']} without ground truth)" if gt["n_missing"] else ""))
     if c["remaining"] or c["failed"]:
         print("re-run the same command to resume (finished images are skipped, failed ones retried)")
