@@ -300,6 +300,16 @@ def _artefacts(f: _Fields, doc: dict, root: Path) -> dict[str, dict[str, Any]]:
     return dict(arts)
 
 
+def _class_prior(f: _Fields, doc: dict, num_classes: int) -> list[float] | None:
+    """``class_prior``: null (absent) or one probability per class."""
+    prior = f.get(doc, "class_prior", default=None)
+    if prior is None:
+        return None
+    if not isinstance(prior, list) or len(prior) != num_classes:
+        f.fail("class_prior", f"is {_short(prior)}, expected {num_classes} numbers (one per class) or null")
+    return [f.number(v, f"class_prior[{i}]", 0.0, 1.0) for i, v in enumerate(prior)]
+
+
 def load_model_spec(model_dir: str | os.PathLike, require_ready: bool = True) -> ModelSpec:
     """Read ``MODEL_DIR/model.json`` and check it against the schema; errors name the file, the
     field and the fix. Artefact paths must stay inside the folder; their bytes are verified
@@ -359,11 +369,6 @@ def load_model_spec(model_dir: str | os.PathLike, require_ready: bool = True) ->
     threshold = f.number(noise.get("threshold", 0.5), "noise.threshold", 0.0, 1.0)
     noise_source = f.get(noise, "source", "noise", "prn", kind=str)
     name = f.get(doc, "name", default=root.resolve().name, kind=str)
-    class_prior = f.get(doc, "class_prior", default=None)
-    if class_prior is not None:
-        if not isinstance(class_prior, list) or len(class_prior) != len(classes):
-            f.fail("class_prior", f"is {_short(class_prior)}, expected {len(classes)} numbers (one per class) or null")
-        class_prior = [f.number(v, f"class_prior[{i}]", 0.0, 1.0) for i, v in enumerate(class_prior)]
     return ModelSpec(
         root=root,
         name=safe_name(name),
@@ -378,6 +383,6 @@ def load_model_spec(model_dir: str | os.PathLike, require_ready: bool = True) ->
         noise_source=noise_source,
         artefacts=_artefacts(f, doc, root),
         ready=ready,
-        class_prior=class_prior,
+        class_prior=_class_prior(f, doc, len(classes)),
         raw=doc,
     )
