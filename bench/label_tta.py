@@ -21,6 +21,8 @@ of ``bench/adaptation.py``.
 
     python bench/label_tta.py --out runs/v3 --seeds 0,1,2 --json bench/results/label_tta_v3.json
     python bench/label_tta.py --from-json bench/results/label_tta_v3.json --readme README.md
+    python bench/label_tta.py --from-json bench/results/label_tta_v3_st_la.json --readme README.md \
+        --readme-section label-tta-la-results
 """
 
 from __future__ import annotations
@@ -35,8 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adaptation import (isolated, mean_std, report_from_json, say, significance,  # noqa: E402
                         update_readme, write_json)
 
-README_BEGIN = "<!-- label-tta-results:begin (written by bench/label_tta.py --readme; do not edit) -->"
-README_END = "<!-- label-tta-results:end -->"
+#: the README section a run's table goes to: its markers are "<!-- SECTION:begin ..." and "<!-- SECTION:end -->"
+README_SECTION = "label-tta-results"
+
+
+def readme_markers(section: str = README_SECTION) -> tuple[str, str]:
+    return (f"<!-- {section}:begin (written by bench/label_tta.py --readme; do not edit) -->",
+            f"<!-- {section}:end -->")
 VARIANTS = ("plain", "tta", "tta_la")
 METRICS = ("raw_miou", "written_miou", "kept_miou", "kept_coverage", "noise_auroc", "noise_precision",
            "noise_recall", "seconds")
@@ -105,10 +112,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, metavar="FILE")
     ap.add_argument("--readme", default=None, metavar="README.md", help="rewrite the README's section between its "
                     "label-tta-results markers")
+    ap.add_argument("--readme-section", default=README_SECTION, metavar="NAME",
+                    help=f"the README markers' name (default {README_SECTION})")
     ap.add_argument("--from-json", default=None, metavar="FILE", help="label nothing: report from this JSON")
     args = ap.parse_args(argv)
     if args.from_json:
-        return report_from_json(args.from_json, report, args.readme, README_BEGIN, README_END)
+        return report_from_json(args.from_json, report, args.readme, *readme_markers(args.readme_section))
     out = Path(args.out)
     data = Path(args.data) if args.data else out / "data"
     cs = data / "cityscapes"
@@ -144,7 +153,7 @@ def main(argv=None) -> int:
         write_json(Path(args.json), doc)
         print(f"wrote {args.json}")
     if args.readme:
-        update_readme(Path(args.readme), report(doc), README_BEGIN, README_END)
+        update_readme(Path(args.readme), report(doc), *readme_markers(args.readme_section))
     return 0
 
 
