@@ -5,7 +5,8 @@ the first ``--max-images`` target *train* images twice: one pass (raw) and avera
 0.75/1/1.25 and their mirrors (``tta``, as ``prnseg label --tta``). Each is then scored as it is
 and logit-adjusted at every ``--taus`` value: label ``argmax_c log p_c - tau * log pi_c`` with
 ``pi`` the teacher's mean class probability over the same images (label-free;
-training/class_prior.py). Maps are kept at every second row and column to hold them in memory.
+training/class_prior.py; ``--prior recorded`` takes the marginal the trainer checkpointed instead,
+as ``prnseg label --tta`` does). Maps are kept at every second row and column to hold them in memory.
 The per-seed differences against raw get the significance rule of ``bench/adaptation.py``; the
 shipped tau (0.25) was chosen on seed 0 and seeds 1 and 2 confirm it.
 
@@ -37,7 +38,7 @@ def teacher_maps(ckpt: Path, data: Path, max_images: int, cache: Path | None):
     from prnseg.training.data.transforms import build_test_pipeline
     from prnseg.training.evaluate import load_models, run_networks
 
-    cfg, _, _, teacher = load_models(ckpt, "student", "cpu", with_teacher=True)
+    cfg, teacher, _, _ = load_models(ckpt, "teacher", "cpu")   # the EMA teacher, of any adapting mode
     teacher.eval()
     vcfg = val_dataset_config(cfg)
     h, w = vcfg.size
@@ -75,12 +76,24 @@ def miou(label: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
     return float(iou[cm.sum(1) > 0].mean())
 
 
-def seed_row(raw: np.ndarray, avg: np.ndarray, gt: np.ndarray, taus) -> dict:
+def recorded_prior(ckpt: Path) -> np.ndarray:
+    """The running class marginal the trainer checkpointed (what the export records as class_prior)."""
+    from prnseg.training.checkpoint import load_checkpoint
+
+    marginal = (load_checkpoint(ckpt).get("class_marginal") or {}).get("marginal")
+    if marginal is None:
+        raise SystemExit(f"{ckpt}: records no class marginal (trained before the trainer kept one); use --prior images")
+    return np.asarray(marginal, np.float64)
+
+
+def seed_row(raw: np.ndarray, avg: np.ndarray, gt: np.ndarray, taus, prior: np.ndarray | None = None) -> dict:
+    """mIoU of each label kind; ``prior`` None: each kind's own mean class probability over the images."""
     row = {}
     for name, x in (("raw", raw), ("tta", avg)):
         x = x.astype(np.float32)
         log_p = np.log(np.clip(x, 1e-8, 1.0))
-        log_prior = np.log(np.clip(x.mean(axis=(0, 2, 3)), 1e-6, None))[None, :, None, None]
+        pi = x.mean(axis=(0, 2, 3)) if prior is None else prior
+        log_prior = np.log(np.clip(pi, 1e-6, None)).astype(np.float32)[None, :, None, None]
         row[f"miou_{name}"] = miou(x.argmax(1), gt, x.shape[1])
         for tau in taus:
             row[f"miou_{name}_la{tau:g}"] = miou((log_p - tau * log_prior).argmax(1), gt, x.shape[1])
@@ -95,6 +108,9 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", default="prn", help="which run of each seed (default prn)")
     ap.add_argument("--max-images", type=int, default=100, help="target train images scored (0 = all)")
     ap.add_argument("--taus", default=",".join(f"{t:g}" for t in TAUS))
+    ap.add_argument("--prior", default="images", choices=("images", "recorded"),
+                    help="the class prior: the scored images' own mean class probability (default), or the running "
+                         "marginal the trainer recorded in the checkpoint (what prnseg label --tta uses)")
     ap.add_argument("--cache", default=None, metavar="DIR", help="keep (and reuse) each seed's maps under DIR")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None, metavar="FILE")
@@ -112,7 +128,8 @@ def main(argv=None) -> int:
             raise SystemExit(f"{ckpt}: not found; run bench/adaptation.py --out {out} --seeds {seed} "
                              f"--modes {args.mode}")
         cache = Path(args.cache) / f"seed{seed}" if args.cache else None
-        rows[seed] = seed_row(*teacher_maps(ckpt, data, args.max_images, cache), taus)
+        prior = recorded_prior(ckpt) if args.prior == "recorded" else None
+        rows[seed] = seed_row(*teacher_maps(ckpt, data, args.max_images, cache), taus, prior)
         print(f"seed {seed}: " + ", ".join(f"{k[5:]} {100 * v:.2f}" for k, v in rows[seed].items()), flush=True)
     keys = list(next(iter(rows.values())))
     summary = {k: mean_std([r[k] for r in rows.values()]) for k in keys}
@@ -125,7 +142,7 @@ def main(argv=None) -> int:
         print(f"| {k[5:]} | {100 * summary[k]['mean']:.2f} ± {100 * summary[k]['std']:.2f} | {diff} | "
               f"{d['verdict'] if d else ''} |")
     if args.json:
-        write_json(Path(args.json), {"out": str(out), "mode": args.mode, "split": "train",
+        write_json(Path(args.json), {"out": str(out), "mode": args.mode, "prior": args.prior, "split": "train",
                                      "max_images": args.max_images, "every_second_pixel": True,
                                      "runs": {str(s): r for s, r in rows.items()}, "summary": summary,
                                      "vs_raw": vs_raw})

@@ -329,3 +329,6 @@ def test_logit_adjust_scores_adjusted_labels_against_raw_on_hand_made_maps():
     row = la.seed_row(p, p, gt, [0.5])
     assert row["miou_raw"] == pytest.approx((2 / 3 + 0) / 2)
     assert row["miou_raw_la0.5"] == 1.0 and row["miou_tta_la0.5"] == 1.0
+    # a given prior (the recorded one) replaces the images' own: a uniform prior changes nothing
+    flat = la.seed_row(p, p, gt, [0.5], prior=np.array([0.5, 0.5]))
+    assert flat["miou_raw_la0.5"] == flat["miou_raw"]
