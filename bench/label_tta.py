@@ -44,6 +44,8 @@ README_SECTION = "label-tta-results"
 def readme_markers(section: str = README_SECTION) -> tuple[str, str]:
     return (f"<!-- {section}:begin (written by bench/label_tta.py --readme; do not edit) -->",
             f"<!-- {section}:end -->")
+
+
 VARIANTS = ("plain", "tta", "tta_la")
 METRICS = ("raw_miou", "written_miou", "kept_miou", "kept_coverage", "noise_auroc", "noise_precision",
            "noise_recall", "seconds")

@@ -68,12 +68,9 @@ def teacher_maps(ckpt: Path, data: Path, max_images: int, cache: Path | None):
 
 
 def miou(label: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
-    valid = gt != 255
-    cm = np.bincount(gt[valid].astype(np.int64) * num_classes + label[valid],
-                     minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-    inter = np.diag(cm)
-    iou = inter / np.maximum(cm.sum(0) + cm.sum(1) - inter, 1)
-    return float(iou[cm.sum(1) > 0].mean())
+    from prnseg.metrics import ConfusionMatrix
+
+    return ConfusionMatrix(num_classes).update(label, gt).miou()
 
 
 def recorded_prior(ckpt: Path) -> np.ndarray:

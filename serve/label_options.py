@@ -143,11 +143,9 @@ class LabelOptions:
 
     def effective_logit_adjustment(self, spec) -> float:
         """The tau the written labels use: 0 without --tta or without a class prior in model.json."""
-        from prnseg.serve.tta import DEFAULT_LOGIT_ADJUSTMENT
+        from prnseg.serve.tta import resolve_logit_adjustment
 
-        if not self.tta or spec.class_prior is None:
-            return 0.0
-        return DEFAULT_LOGIT_ADJUSTMENT if self.logit_adjustment is None else float(self.logit_adjustment)
+        return resolve_logit_adjustment(spec.class_prior, self.logit_adjustment) if self.tta else 0.0
 
     @property
     def tag(self) -> str:

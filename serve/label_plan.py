@@ -256,7 +256,6 @@ def _settings(opts: LabelOptions, spec: ModelSpec) -> dict:
     }
 
 
-
 def check_settings(opts: LabelOptions, spec: ModelSpec) -> None:
     """OUT_DIR remembers what produced it; a resume with other content-changing options is refused
     (mixing them would leave a folder no single command reproduces)."""

@@ -256,9 +256,8 @@ class Predictor:
             raise BackendError("logit_adjustment applies to test-time augmented labels; pass tta=True as well")
         kind, index = self.resolve_device(device)
         self.device = "cpu" if kind == "cpu" else f"cuda:{index}"
-        self._requested_tau = logit_adjustment
         if self.tta:
-            self.backend, self._runner = self._open_tta(backend, kind, index, threads, spin)
+            self.backend, self._runner = self._open_tta(backend, kind, index, threads, spin, logit_adjustment)
         else:
             self.backend, self._runner = self._open(backend, kind, index, threads, spin, trt_ep)
         limit = self._runner.fixed_batch or self.spec.max_batch
@@ -334,9 +333,9 @@ class Predictor:
         self.provider = f"onnxruntime {runner.providers[0]} on {where} ({self.precision}{binding})"
         return "onnxruntime", runner
 
-    def _open_tta(self, backend: str, kind: str, index: int, threads, spin):
+    def _open_tta(self, backend: str, kind: str, index: int, threads, spin, logit_adjustment: float | None):
         """``segmenter.onnx`` in ONNX Runtime behind :class:`~prnseg.serve.tta.TTARunner`."""
-        from prnseg.serve.tta import DEFAULT_LOGIT_ADJUSTMENT, TTARunner, logit_adjustment_weights
+        from prnseg.serve.tta import TTARunner, logit_adjustment_weights, resolve_logit_adjustment
 
         if backend == "tensorrt" or self.precision != "fp32":
             raise BackendError("test-time augmentation runs the fp32 segmenter.onnx in ONNX Runtime; use backend "
@@ -344,11 +343,11 @@ class Predictor:
         segmenter = _OrtRunner("segmenter", self.spec, kind, index, "fp32", threads, False, spin, outputs=("logits",))
         where = "cpu" if not segmenter.on_cuda else f"cuda:{index}"
         self.device = where
-        tau = DEFAULT_LOGIT_ADJUSTMENT if self._requested_tau is None else float(self._requested_tau)
+        self.logit_adjustment = tau = resolve_logit_adjustment(self.spec.class_prior, logit_adjustment)
         weights = logit_adjustment_weights(self.spec.class_prior, tau)
-        self.logit_adjustment = tau if weights is not None else 0.0
+        asked = logit_adjustment is None or logit_adjustment > 0
         adjusted = (f", labels logit-adjusted by the class prior (tau {tau:g})" if weights is not None
-                    else ", labels not adjusted: model.json records no class_prior" if tau else "")
+                    else ", labels not adjusted: model.json records no class_prior" if asked else "")
         self.provider = (f"onnxruntime {segmenter.providers[0]} on {where} (fp32, test-time augmentation: "
                          f"segmenter.onnx at 3 scales and their mirrors{adjusted})")
         return "onnxruntime", TTARunner(segmenter, self.spec.mean, self.spec.std, label_weights=weights)

@@ -148,6 +148,14 @@ class TTARunner:
                 "confidence": _to_uint8(confidence)}
 
 
+def resolve_logit_adjustment(class_prior, requested: float | None) -> float:
+    """The tau the augmented labels use: ``requested`` (None: :data:`DEFAULT_LOGIT_ADJUSTMENT`), or 0
+    when the model records no class prior to adjust by."""
+    if class_prior is None:
+        return 0.0
+    return DEFAULT_LOGIT_ADJUSTMENT if requested is None else float(requested)
+
+
 def logit_adjustment_weights(class_prior, tau: float) -> np.ndarray | None:
     """``class_prior ** -tau``, the factors whose product with the probabilities has the adjusted
     label as its argmax; None when ``tau`` is 0 or the model records no prior."""
