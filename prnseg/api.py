@@ -360,9 +360,10 @@ def _print_label(report: dict, opts: LabelOptions) -> None:
     gt = report.get("gt")
     if gt:
         nd, kept = gt["noise_detector"], gt["kept"]
+        on_kept = (f"{pct(kept['miou'])} on the {pct(kept.get('coverage'))} % of pixels the noise mask keeps"
+                   if kept.get("miou") is not None else "the noise mask keeps no labelled pixel")
         print(f"pseudo-labels on {gt['n_images']} labelled images: raw mIoU {pct(gt['raw']['miou'])} -> written "
-              f"{pct(gt['refined']['miou'])}, {pct(kept.get('miou'))} on the {pct(kept.get('coverage'))} % of "
-              f"pixels the noise mask keeps; noise mask precision {pct(nd['precision'])} recall "
+              f"{pct(gt['refined']['miou'])}, {on_kept}; noise mask precision {pct(nd['precision'])} recall "
               f"{pct(nd['recall'])}" + (f" ({gt['n_missing']} without ground truth)" if gt["n_missing"] else ""))
     if c["remaining"] or c["failed"]:
         print("re-run the same command to resume (finished images are skipped, failed ones retried)")
