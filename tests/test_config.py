@@ -1,7 +1,7 @@
 import pytest
 
 from prnseg.errors import ConfigError
-from prnseg.training.config import load_config, shipped_configs
+from prnseg.training.config import load_config, resume_mismatches, shipped_configs
 
 from conftest import run_cli
 
@@ -61,3 +61,13 @@ def test_base_inheritance(tmp_path):
     loop.write_text(f"base: {loop}\n")
     with pytest.raises(ConfigError, match="loops back"):
         load_config(str(loop))
+
+
+def test_resume_mismatches_names_each_changed_key_and_accepts_keys_added_at_their_default():
+    default = {"mode": "prn", "tau": 0.0, "mic": {"enabled": False, "ratio": 0.7}}
+    saved = {"mode": "prn", "mic": {"enabled": False}}                      # written before tau and mic.ratio existed
+    assert resume_mismatches(saved, default, default, "uda.") == []
+    changed = {"mode": "self_training", "tau": 0.5, "mic": {"enabled": False, "ratio": 0.7}}
+    assert resume_mismatches(saved, changed, default, "uda.") == [
+        "uda.mode: 'prn' -> 'self_training'", "uda.tau: (not in the checkpoint, so 0.0) -> 0.5"]
+    assert resume_mismatches({"gone": 1}, {}, {}, "uda.") == ["uda.gone: 1 -> (no such key)"]

@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+from prnseg.errors import PrnsegError
 from prnseg.training.checkpoint import load_checkpoint, save_checkpoint
 from prnseg.training.config import load_config
 
@@ -155,6 +156,26 @@ def test_resume_refuses_a_different_model_config(synth_root, tmp_path):
     args = tiny_train_args(synth_root, tmp_path / "r", mode="self_training", iters=2) + ["--resume"]
     proc = run_cli(*args, check=False)
     assert proc.returncode == 2 and "different 'uda' config" in proc.stderr
+    assert "uda.mode: 'prn' -> 'self_training'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_checkpoint_from_before_a_config_key_existed_resumes_at_that_keys_default(synth_root, tmp_path):
+    from prnseg.training.trainer import UDATrainer
+
+    torch.set_num_threads(1)
+    first = UDATrainer(_cfg(synth_root, 2, mode="self_training"), tmp_path / "r", progress=False)
+    first.train_step(next(iter(first.build_loader())))
+    path = first.save()
+    state = load_checkpoint(path)
+    del state["config"]["uda"]["pseudo_label_logit_adjustment"]              # as an older prnseg wrote it
+    del state["class_marginal"]
+    save_checkpoint(state, path)
+    assert UDATrainer(_cfg(synth_root, 2, mode="self_training"), tmp_path / "r", resume=True, progress=False).step == 1
+    cfg = _cfg(synth_root, 2, mode="self_training")
+    cfg.uda.pseudo_label_logit_adjustment = 0.5
+    with pytest.raises(PrnsegError, match=r"pseudo_label_logit_adjustment: \(not in the checkpoint, so 0.0\) -> 0.5"):
+        UDATrainer(cfg, tmp_path / "r", resume=True, progress=False)
 
 
 @pytest.mark.slow

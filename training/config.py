@@ -529,3 +529,25 @@ def save_config(cfg: Config, path: str | Path) -> None:
     from prnseg.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+
+
+def resume_mismatches(saved: Mapping, current: Mapping, default: Mapping, prefix: str = "") -> list[str]:
+    """The keys whose value differs between a checkpoint's config and the run resuming it.
+
+    A key the checkpoint lacks was added to prnseg after it was written; it matches when the run
+    keeps that key's default, which is the behaviour the checkpoint trained under, so upgrading
+    prnseg does not strand a half-finished run. Each mismatch reads ``key: saved -> current``.
+    """
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        name = f"{prefix}{key}"
+        if key not in current:
+            out.append(f"{name}: {saved[key]!r} -> (no such key)")
+        elif key not in saved:
+            if current[key] != default.get(key):
+                out.append(f"{name}: (not in the checkpoint, so {default.get(key)!r}) -> {current[key]!r}")
+        elif isinstance(saved[key], Mapping) and isinstance(current[key], Mapping):
+            out += resume_mismatches(saved[key], current[key], default.get(key) or {}, f"{name}.")
+        elif saved[key] != current[key]:
+            out.append(f"{name}: {saved[key]!r} -> {current[key]!r}")
+    return out

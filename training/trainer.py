@@ -31,7 +31,7 @@ from prnseg.training import distributed as dist_utils
 from prnseg.training.augment import strong_transform
 from prnseg.training.class_prior import TargetClassMarginal
 from prnseg.training.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from prnseg.training.config import Config, save_config
+from prnseg.training.config import Config, resume_mismatches, save_config
 from prnseg.training.data.uda import ResumableSampler
 from prnseg.training.ema import EMATeacher
 from prnseg.training.loading import load_checkpoint_model
@@ -239,10 +239,12 @@ class UDATrainer:
             raise PrnsegError(f"{path}: nothing to resume from; run without --resume to start")
         state = load_checkpoint(path, map_location=self.device)
         saved = state["config"]
+        current, default = self.cfg.to_dict(), Config().to_dict()
         for key in ("model", "uda"):
-            if saved.get(key) != self.cfg.to_dict()[key]:
-                raise PrnsegError(f"{path}: saved with a different '{key}' config; resume with the same config "
-                                  "and --set overrides, or start a new --out folder")
+            diff = resume_mismatches(saved.get(key, {}), current[key], default[key], f"{key}.")
+            if diff:
+                raise PrnsegError(f"{path}: saved with a different '{key}' config ({'; '.join(diff)}); resume "
+                                  "with the same config and --set overrides, or start a new --out folder")
         self.student.load_state_dict(state["student"])
         if self.teacher is not None:
             self.teacher.load_state_dict(state["teacher"])
