@@ -48,20 +48,22 @@ footer {display: none !important;}
 """
 
 
-def _load_predictor(model_dir, backend: str, device: str, precision: str):
+def _load_predictor(model_dir, backend: str, device: str, precision: str, tta: bool, logit_adjustment):
     from prnseg.serve import Predictor
 
-    return Predictor(model_dir, backend=backend, device=device, precision=precision)
+    return Predictor(model_dir, backend=backend, device=device, precision=precision, tta=tta,
+                     logit_adjustment=logit_adjustment)
 
 
 def build_app(predictor_or_model_dir, *, max_pixels: int = DEFAULT_MAX_PIXELS, backend: str = "auto",
-              device: str = "auto", precision: str = "fp32", warm_up: bool = True,
-              workdir: str | os.PathLike | None = None, sessions: SessionStore | None = None) -> gr.Blocks:
+              device: str = "auto", precision: str = "fp32", tta: bool = False, logit_adjustment: float | None = None,
+              warm_up: bool = True, workdir: str | os.PathLike | None = None,
+              sessions: SessionStore | None = None) -> gr.Blocks:
     """The demo as a ``gr.Blocks`` (not launched). Pass a ``Predictor`` or an exported model
-    directory (``backend``/``device``/``precision`` then choose the runtime). Launch it with
-    :func:`launch` so the theme and upload limit apply."""
+    directory (``backend``/``device``/``precision``/``tta``/``logit_adjustment`` then choose the
+    runtime, as ``Predictor``'s). Launch it with :func:`launch` so the theme and upload limit apply."""
     if isinstance(predictor_or_model_dir, (str, os.PathLike)):
-        predictor = _load_predictor(predictor_or_model_dir, backend, device, precision)
+        predictor = _load_predictor(predictor_or_model_dir, backend, device, precision, tta, logit_adjustment)
     else:
         predictor = predictor_or_model_dir
     core = DemoCore(predictor, max_pixels=max_pixels, workdir=workdir, sessions=sessions)

@@ -18,6 +18,7 @@ from prnseg.demo import QUICKSTART_MODEL_DIR
 from prnseg.demo.uploads import DEFAULT_MAX_PIXELS
 from prnseg.errors import PrnsegError
 from prnseg.serve.predictor import BACKENDS, PRECISIONS, Predictor
+from prnseg.serve.tta import DEFAULT_LOGIT_ADJUSTMENT
 
 
 class DemoError(PrnsegError):
@@ -43,6 +44,13 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="default %(default)s")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                         help="refuse uploads larger than N pixels (default %(default)s)")
+    parser.add_argument("--tta", action="store_true",
+                        help="show the labels prnseg label --tta writes: the teacher averaged over 3 scales and their "
+                             "mirrors, logit-adjusted by the model's class prior (six passes per image; ONNX Runtime, "
+                             "fp32)")
+    parser.add_argument("--logit-adjust", dest="logit_adjustment", type=float, default=None, metavar="TAU",
+                        help=f"with --tta: the logit adjustment's tau (default {DEFAULT_LOGIT_ADJUSTMENT:g}; 0 = the "
+                             "plain averaged argmax)")
 
 
 def resolve_model_dir(model: Path | None) -> Path:
@@ -101,8 +109,12 @@ def run_demo(args: argparse.Namespace) -> int:
         raise DemoError(f"the demo needs Gradio ({exc}); install it with pip install 'prnseg[demo]'") from None
     if args.max_pixels <= 0:
         raise DemoError(f"--max-pixels {args.max_pixels} must be positive")
+    if args.logit_adjustment is not None and not args.tta:
+        raise DemoError("--logit-adjust adjusts the test-time augmented labels; add --tta (or drop it)")
+    if args.logit_adjustment is not None and args.logit_adjustment < 0:
+        raise DemoError(f"--logit-adjust must be >= 0, got {args.logit_adjustment}")
     app = demo_app.build_app(model_dir, max_pixels=args.max_pixels, backend=args.backend, device=args.device,
-                             precision=args.precision)
+                             precision=args.precision, tta=args.tta, logit_adjustment=args.logit_adjustment)
     core = app.prnseg_core
     print(f"prnseg demo: model {model_dir} on {core.predictor.provider}", flush=True)
     try:

@@ -50,8 +50,15 @@ class DemoCore:
         self.classes = list(self.spec.classes)
         self.palette = [list(c) for c in self.spec.palette]
         self.max_pixels = int(max_pixels)
-        # "prn_refined": the labels are the PRN's; "segmenter": the teacher's, the PRN only flags noise
-        self.refines = self.spec.raw.get("label_source", "prn_refined") == "prn_refined"
+        # Where the labels come from: "tta" (the teacher averaged over scales and mirrors, prnseg label
+        # --tta), "prn" (model.json label_source prn_refined) or "teacher" (segmenter: the PRN only flags noise)
+        self.tta = bool(getattr(predictor, "tta", False))
+        refined = self.spec.raw.get("label_source", "prn_refined") == "prn_refined"
+        self.label_source = "tta" if self.tta else "prn" if refined else "teacher"
+        self.refines = self.label_source != "teacher"   # the labels can differ from the single pass: a changes view
+        self.noise_from_prn = not self.tta and self.spec.noise_source == "prn"
+        self.noise_threshold = float(getattr(predictor, "noise_threshold", self.spec.noise_threshold))
+        self.logit_adjustment = float(getattr(predictor, "logit_adjustment", 0.0) or 0.0)
         if workdir is None:
             workdir = tempfile.mkdtemp(prefix="prnseg-demo-")
             atexit.register(shutil.rmtree, workdir, True)
@@ -63,8 +70,16 @@ class DemoCore:
 
     @property
     def label_title(self) -> str:
+        if self.label_source == "tta":
+            adjusted = f", rare classes logit-adjusted (tau {self.logit_adjustment:g})" if self.logit_adjustment else ""
+            return f"Segmentation (the teacher averaged over 3 scales and their mirrors{adjusted})"
         return ("Refined segmentation (the PRN's labels)" if self.refines
                 else "Segmentation (the teacher's labels; this model does not refine them)")
+
+    @property
+    def changes_title(self) -> str:
+        """The name of the view that shows where the written labels differ from the single pass."""
+        return "TTA changes" if self.tta else "PRN changes"
 
     # -- model ---------------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -224,7 +239,7 @@ class DemoCore:
             while stem in used[r]:
                 stem += "_"
             used[r].add(stem)
-            noisy = np.asarray(pred.noise_at(self.spec.noise_threshold), dtype=bool)
+            noisy = np.asarray(pred.noise_at(self.noise_threshold), dtype=bool)
             dhw = render.display_size(*rgb.shape[:2], max_side=BATCH_DISPLAY_SIDE)
             small = render.resize_image(rgb, dhw)
             overlays[r].append((render.colour_overlay(small, render.resize_plane(pred.label, dhw), self.palette, 0.55),

@@ -74,7 +74,7 @@ def _single_tab(core: DemoCore) -> SingleTab:
             with gr.Row():
                 opacity = gr.Slider(0.0, 1.0, value=0.55, step=0.05, label="Overlay opacity",
                                     info="of the class colours and the noise tint")
-                threshold = gr.Slider(0.0, 1.0, value=round(core.spec.noise_threshold, 2), step=0.01,
+                threshold = gr.Slider(0.0, 1.0, value=round(core.noise_threshold, 2), step=0.01,
                                       label="Noise threshold",
                                       info="pixels whose noise probability is at least this are flagged")
             status = gr.Markdown(text.READY_STATUS, elem_id="status")
@@ -115,10 +115,12 @@ def _single_views(core: DemoCore) -> dict[str, Any]:
         with gr.Tab("Noise mask"):
             noise_img = gr.Image(label="Pixels flagged noisy (magenta)", format="png",
                                  interactive=False, height=400, elem_id="noise")
-        with gr.Tab("PRN changes", visible=core.refines, elem_id="prn-changes"):
-            compare = gr.ImageSlider(label="Teacher's raw labels (left) vs refined (right)",
+        sides, changed_by = (("single pass", "averaged"), "averaging") if core.tta else (("raw labels", "refined"),
+                                                                                         "the PRN")
+        with gr.Tab(core.changes_title, visible=core.refines, elem_id="prn-changes"):
+            compare = gr.ImageSlider(label=f"Teacher's {sides[0]} (left) vs {sides[1]} (right)",
                                      format="png", interactive=False, max_height=300)
-            diff_img = gr.Image(label="Pixels the PRN relabelled, in their refined class colour",
+            diff_img = gr.Image(label=f"Pixels {changed_by} relabelled, in their {sides[1]} class colour",
                                 format="png", interactive=False, height=300, elem_id="diff")
         with gr.Tab("Confidence"):
             conf_img = gr.Image(label="Confidence of the label (max softmax), auto-contrast: "

@@ -23,14 +23,23 @@ def model_line(core) -> str:
         parts.append(f"iteration {ckpt['iteration']}")
     parts.append(f"{len(spec.classes)} classes")
     parts.append("buckets " + ", ".join(f"{b.height}×{b.width}" for b in spec.buckets))
-    parts.append("noise mask from the PRN" if spec.noise_source == "prn" else "no PRN: noise = low confidence")
+    parts.append("test-time augmentation: noise = low averaged confidence" if core.tta
+                 else "noise mask from the PRN" if spec.noise_source == "prn" else "no PRN: noise = low confidence")
     parts.append(f"runs on {core.predictor.provider}")
     return " · ".join(parts)
 
 
 def explanation(core) -> str:
     """The "what am I looking at" panel, worded for what this model writes."""
-    if core.refines:
+    if core.tta:
+        adjusted = (f", each class's score lowered by its share of the target (logit adjustment, tau "
+                    f"{core.logit_adjustment:g}) so rare classes keep the pixels the teacher nearly gives them"
+                    if core.logit_adjustment else "")
+        labels = ("**Segmentation**: the class of every pixel, as the adapted model (the EMA teacher) predicts it "
+                  f"averaged over 3 scales and their mirrors{adjusted} (`--tta`: six passes, the labels "
+                  "`prnseg label --tta` writes). **TTA changes** shows the pixels where that differs from the "
+                  "single pass.")
+    elif core.refines:
         labels = ("**Segmentation**: the class of every pixel, as the PRN (pseudo-label refinement network) "
                   "refined the teacher's prediction. **PRN changes** shows the pixels where it changed the "
                   "teacher's class.")
@@ -38,7 +47,8 @@ def explanation(core) -> str:
         labels = ("**Segmentation**: the class of every pixel, as the adapted model (the EMA teacher) predicts "
                   "it. This model does not refine its labels (it was trained with `prn.use_refined_labels=false`), "
                   "so there is no PRN-changes view: the PRN only flags noisy pixels.")
-    noise = ("the PRN's estimate that a pixel's label is wrong" if core.spec.noise_source == "prn"
+    noise = ("1 − the averaged confidence (with `--tta` it ranks errors better than the PRN's mask)" if core.tta
+             else "the PRN's estimate that a pixel's label is wrong" if core.noise_from_prn
              else "1 − the model's confidence (this model has no PRN)")
     return (
         "This model was adapted from labelled synthetic or game images (the *source*) to a new domain without its "
@@ -69,17 +79,20 @@ def result_status(core, state: dict, noisy: np.ndarray, threshold: float) -> str
     """The status line under a result: size, inference time, relabelled and noisy shares, confidence range."""
     pred = state["pred"]
     h, w = state["size"]
-    if core.refines:
-        labels = f"the PRN relabelled **{float(np.mean(pred.label != pred.raw_label)) * 100:.2f} %** of the pixels"
+    changed = f"**{float(np.mean(pred.label != pred.raw_label)) * 100:.2f} %** of the pixels"
+    if core.tta:
+        labels = f"averaging relabelled {changed}"
+    elif core.refines:
+        labels = f"the PRN relabelled {changed}"
     else:
         labels = "labels are the teacher's (this model does not refine them)"
-    source = ("the PRN's noise head" if core.spec.noise_source == "prn"
+    source = ("1 − averaged confidence" if core.tta else "the PRN's noise head" if core.noise_from_prn
               else "1 − confidence (this model has no PRN)")
     lo, hi = render.confidence_range(pred.confidence)
     return (f"**{state['name']}** · {w} × {h} px · inference **{state['seconds'] * 1000:.1f} ms** "
             f"on {core.predictor.provider}  \n"
             f"{labels[0].upper() + labels[1:]} · **{100 * float(noisy.mean()):.2f} %** flagged "
-            f"noisy at threshold {threshold:.2f} (model default {core.spec.noise_threshold:.2f}; "
+            f"noisy at threshold {threshold:.2f} (default {core.noise_threshold:.2f}; "
             f"noise from {source}) · confidence {lo:.2f}–{hi:.2f}" + small_image_note(core.spec, h, w))
 
 
@@ -89,4 +102,4 @@ def batch_status(core, n_ok: int, n_failed: int, per_image_ms: float, n_run: int
         return "No images: add one or more files above."
     return (f"**{n_ok}** image(s) segmented, **{n_failed}** rejected · "
             f"{per_image_ms:.1f} ms per image ({n_run} image(s) in this model call) on "
-            f"{core.predictor.provider} · noise threshold {core.spec.noise_threshold:.2f}")
+            f"{core.predictor.provider} · noise threshold {core.noise_threshold:.2f}")

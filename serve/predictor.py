@@ -260,6 +260,8 @@ class Predictor:
             self.backend, self._runner = self._open_tta(backend, kind, index, threads, spin, logit_adjustment)
         else:
             self.backend, self._runner = self._open(backend, kind, index, threads, spin, trt_ep)
+        #: the threshold the ``noise`` output is cut at: the model's, or the averaged confidence's with tta
+        self.noise_threshold = float(self._runner.noise_threshold if self.tta else self.spec.noise_threshold)
         limit = self._runner.fixed_batch or self.spec.max_batch
         if self.tta:   # full-resolution class maps per view: keep a batch's within the runtime's budget
             from prnseg.serve.tta import batch_limit

@@ -268,6 +268,16 @@ def test_label_source_wording_and_small_image_note(exported_model, noise_only_mo
     title, status, explain, refines = texts["refined"]
     assert refines and title == "Refined segmentation (the PRN's labels)"
     assert "The PRN relabelled **" in status and "**PRN changes**" in explain
+    tta = build_app(Predictor(exported_model, backend="onnxruntime", device="cpu", tta=True), max_pixels=MAX_PIXELS,
+                    warm_up=False, workdir=tmp_path / "tta").prnseg_core
+    *_, key = tta.segment(str(tiny), 0.5, 0.5)
+    texts["tta"] = (tta.label_title, tta.render(key, 0.5, 0.5)[6], explanation(tta), tta.refines)
+    title, status, explain, refines = texts["tta"]
+    assert refines and tta.changes_title == "TTA changes" and tta.noise_threshold == 0.5
+    assert title == ("Segmentation (the teacher averaged over 3 scales and their mirrors, rare classes "
+                     "logit-adjusted (tau 0.25))")
+    assert "Averaging relabelled **" in status and "noise from 1 − averaged confidence" in status
+    assert "(default 0.50;" in status and "**TTA changes**" in explain and "logit adjustment, tau 0.25" in explain
     for _, status, _, _ in texts.values():
         assert ("⚠ This image is far smaller than the model's input (128 × 256 px): it is upscaled 128×, so the "
                 "result says little about it.") in status
@@ -434,6 +444,30 @@ def test_cli_on_the_network_warns_asks_for_a_login_and_cleans_up_on_sigterm(expo
         assert proc.returncode == 0, out + rest
         assert "prnseg demo: stopped" in rest
         assert not list((tmp_path / "tmp").glob("prnseg-demo-*"))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_cli_tta_serves_the_averaged_labels_and_refuses_a_tau_without_it(exported_model, images, tmp_path):
+    from gradio_client import Client, handle_file
+
+    bad = run_cli("demo", "--model", exported_model, "--logit-adjust", "0.5", check=False, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "prnseg demo: error: --logit-adjust adjusts the test-time augmented labels; add --tta (or drop it)")
+    port = free_port()
+    proc, lines = _start_cli(exported_model, port, tmp_path / "tmp", "--tta", "--logit-adjust", "0")
+    try:
+        out = "".join(lines)
+        assert "test-time augmentation: segmenter.onnx at 3 scales and their mirrors)" in out, out
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path / "dl"))
+        res = client.predict(handle_file(str(images["example"])), 0.5, 0.5, api_name="/segment")
+        assert "Averaging relabelled **" in res[6] and "noise from 1 − averaged confidence" in res[6]
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out + rest
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -75,6 +75,8 @@ def test_the_runtime_s_augmentation_matches_training_s_on_the_exported_teacher(e
     plain = Predictor(exported_model, backend="onnxruntime", tta=True, logit_adjustment=0)
     assert "test-time augmentation" in tta.provider and "logit-adjusted" in tta.provider
     assert tta.logit_adjustment == 0.25 and plain.logit_adjustment == 0
+    assert tta.noise_threshold == 0.5 and Predictor(exported_model).noise_threshold == tta.spec.noise_threshold
+    assert all(((a.noise_prob >= 0.5 * 255) == a.noise.astype(bool)).mean() > 0.999 for a in tta.predict(images))
     prior = torch.tensor(load_checkpoint(prn_checkpoint)["class_marginal"]["marginal"])
     assert np.allclose(tta.spec.raw["class_prior"], prior.numpy())
     teacher, _, _ = load_checkpoint_model(prn_checkpoint, "teacher")
