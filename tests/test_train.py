@@ -157,6 +157,9 @@ def test_resume_refuses_a_different_model_config(synth_root, tmp_path):
     proc = run_cli(*args, check=False)
     assert proc.returncode == 2 and "different 'uda' config" in proc.stderr
     assert "uda.mode: 'prn' -> 'self_training'" in proc.stderr
+    args = tiny_train_args(synth_root, tmp_path / "r", mode="prn", iters=2, extra=("prn.noise_threshold=0.7",))
+    proc = run_cli(*args, "--resume", check=False)
+    assert proc.returncode == 2 and "different 'prn' config (prn.noise_threshold: 0.5 -> 0.7)" in proc.stderr
 
 
 @pytest.mark.slow

@@ -240,7 +240,7 @@ class UDATrainer:
         state = load_checkpoint(path, map_location=self.device)
         saved = state["config"]
         current, default = self.cfg.to_dict(), Config().to_dict()
-        for key in ("model", "uda"):
+        for key in ("model", "prn", "uda"):
             diff = resume_mismatches(saved.get(key, {}), current[key], default[key], f"{key}.")
             if diff:
                 raise PrnsegError(f"{path}: saved with a different '{key}' config ({'; '.join(diff)}); resume "
