@@ -37,7 +37,11 @@ DEFAULT_STRATEGIES = ("suggest", "random")
 #: suggest_split: the suggested images, half of them kept from the student for the PRN alone
 #: (data.target_labeled.prn_fraction), so the PRN learns from images its teacher never fits
 STRATEGY_OVERRIDES = {"suggest_split": {"data.target_labeled.prn_fraction": 0.5}}
-METRICS = ("target_miou", "pl_raw_miou", "pl_written_miou", "noise_auroc", "softmax_auroc", "wall_s")
+METRICS = ("target_miou", "pl_raw_miou", "pl_written_miou", "pl_prn_argmax_miou", "noise_auroc", "softmax_auroc",
+           "wall_s")
+#: the PRN's own argmax wherever it differs (prn.refine_min_confidence 0), scored beside the written
+#: labels: whether a PRN that learnt from K human labels refines better than the rule lets it
+ARGMAX_SWEEP = (0.0,)
 README_BEGIN = "<!-- few-label-results:begin (written by bench/few_labels.py --readme; do not edit) -->"
 README_END = "<!-- few-label-results:end -->"
 
@@ -109,7 +113,7 @@ def run_one(seed: int, k: int, strategy: str, listed: list[str], args, data: Pat
         f"-> {run_dir}")
     isolated("train", cfg, run_dir, resume=resume)   # a fresh interpreter per run, as adaptation.py's runs
     wall = time.perf_counter() - t0
-    evaluate(run_dir / "last.pt", data / "cityscapes", run_dir / "eval.json")
+    evaluate(run_dir / "last.pt", data / "cityscapes", run_dir / "eval.json", refine_sweep=ARGMAX_SWEEP)
     return write_row(done, eval_row(run_dir / "eval.json", seed, k, strategy, wall))
 
 
@@ -117,7 +121,9 @@ def eval_row(eval_json: Path, seed: int, k: int, strategy: str, wall: float | No
     m = json.loads(eval_json.read_text())
     pl = m["pseudo_labels"]
     return {"seed": seed, "k": k, "strategy": strategy, "target_miou": m["miou"], "pl_raw_miou": pl["raw"]["miou"],
-            "pl_written_miou": pl["refined"]["miou"], "noise_auroc": pl["noise_detector"]["auroc"],
+            "pl_written_miou": pl["refined"]["miou"],
+            "pl_prn_argmax_miou": pl.get("written_at", {}).get("0", {}).get("miou"),
+            "noise_auroc": pl["noise_detector"]["auroc"],
             "softmax_auroc": pl["confidence_baseline"]["auroc"], "wall_s": wall}
 
 
@@ -154,9 +160,10 @@ def summarise(doc: dict) -> dict:
             sig[f"suggest_k{k}_minus_self_training:target_miou"] = s
         for strategy in ("suggest", "suggest_split"):
             raw = by_seed(f"{strategy}_k{k}", "pl_raw_miou")
-            s = significance(by_seed(f"{strategy}_k{k}", "pl_written_miou"), raw)
-            if s:
-                sig[f"{strategy}_k{k}_written_minus_raw:pl_miou"] = s
+            for labels in ("written", "prn_argmax"):
+                s = significance(by_seed(f"{strategy}_k{k}", f"pl_{labels}_miou"), raw)
+                if s:
+                    sig[f"{strategy}_k{k}_{labels}_minus_raw:pl_miou"] = s
     doc["significance"] = sig
     return doc
 
@@ -177,8 +184,10 @@ def report(doc: dict) -> str:
         strategy, k = group.rsplit("_k", 1)
         rs = [r for r in doc["runs"] if f"{r['strategy']}_k{r['k']}" == group]
         walls = ", ".join(f"{r['wall_s'] / 60:.1f}" for r in rs if r.get("wall_s"))
+        argmax = f" (PRN argmax {_ms(s['pl_prn_argmax_miou'])})" if s.get("pl_prn_argmax_miou") else ""
         lines.append(f"| {k} | {'-' if k == '0' else strategy} | {', '.join(str(r['seed']) for r in rs)} | "
-                     f"{_ms(s.get('target_miou'))} | {_ms(s.get('pl_raw_miou'))} -> {_ms(s.get('pl_written_miou'))} | "
+                     f"{_ms(s.get('target_miou'))} | {_ms(s.get('pl_raw_miou'))} -> "
+                     f"{_ms(s.get('pl_written_miou'))}{argmax} | "
                      f"{_ms(s.get('noise_auroc'))} ({_ms(s.get('softmax_auroc'))}) | {walls or '-'} |")
     st = [r["target_miou"] for r in doc.get("self_training", [])]
     if st:

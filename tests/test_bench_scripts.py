@@ -235,6 +235,26 @@ def test_few_labels_summary_judges_chosen_against_random_and_writes_the_readme(t
     assert "old" not in body and "36.2 ± 0.8" in body and body.startswith("a\n") and body.endswith("b\n")
 
 
+def test_few_labels_scores_the_prn_argmax_beside_the_written_labels(tmp_path):
+    few = _load("few_labels")
+    pl = {"raw": {"miou": 0.40}, "refined": {"miou": 0.41}, "noise_detector": {"auroc": 0.85},
+          "confidence_baseline": {"auroc": 0.9}}
+    (tmp_path / "old.json").write_text(json.dumps({"miou": 0.38, "pseudo_labels": pl}))
+    (tmp_path / "new.json").write_text(json.dumps({"miou": 0.38, "pseudo_labels": {
+        **pl, "written_at": {"0": {"miou": 0.37, "relabelled": 0.2}}}}))
+    assert few.eval_row(tmp_path / "old.json", 0, 5, "random", 1.0)["pl_prn_argmax_miou"] is None
+    assert few.eval_row(tmp_path / "new.json", 0, 5, "random", 1.0)["pl_prn_argmax_miou"] == 0.37
+    assert few.ARGMAX_SWEEP == (0.0,)
+    rows = [{**r, "pl_prn_argmax_miou": r["pl_raw_miou"] - 0.02 - 0.001 * r["seed"]} for r in _few_label_rows()]
+    doc = few.summarise({"benchmark": {"version": 3, "seeds": [0, 1, 2]}, "command": "c", "runs": rows,
+                         "self_training": []})
+    assert doc["significance"]["suggest_k10_prn_argmax_minus_raw:pl_miou"]["verdict"] == "loss"
+    assert "30.0 ± 1.0 -> 37.2 ± 0.8 (PRN argmax 27.9 ± 1.1)" in few.report(doc)
+    legacy = few.summarise({"benchmark": {"version": 3, "seeds": [0]}, "command": "c", "runs": _few_label_rows(),
+                            "self_training": []})
+    assert "PRN argmax" not in few.report(legacy)
+
+
 def test_few_labels_collect_reports_the_finished_runs_and_trains_nothing(tmp_path):
     out = tmp_path / "runs"
     (out / "data").mkdir(parents=True)
