@@ -51,6 +51,24 @@ def test_the_predictor_and_training_resolve_through_it():
         select_device("tpu")
 
 
+def test_training_gives_a_cuda_device_its_index_so_set_device_accepts_it(monkeypatch):
+    """``torch.cuda.set_device`` refuses a bare ``cuda`` (found on a GPU: ``--device cuda`` failed
+    before the first step); a machine with two GPUs stands in here."""
+    import torch
+
+    from prnseg.training import distributed
+
+    monkeypatch.setattr(distributed, "resolve_device",
+                        lambda spec, error: resolve_device(spec, gpu_count=lambda: 2, error=error))
+    assert distributed.select_device("cuda") == torch.device("cuda", 0)
+    assert distributed.select_device(" CUDA:1 ") == torch.device("cuda", 1)
+    monkeypatch.setenv("LOCAL_RANK", "1")   # torchrun's second process on this machine
+    assert distributed.select_device("cuda") == torch.device("cuda", 1)
+    assert distributed.select_device("cuda:0") == torch.device("cuda", 0)
+    assert distributed.select_device("cpu") == torch.device("cpu")
+    assert all(distributed.select_device(s).index is not None for s in ("cuda", "cuda:1"))
+
+
 def test_the_resolver_imports_torch_only_when_asked_about_pytorch_gpus():
     proc = run_python_without_torch(
         "from prnseg.devices import resolve_device\n"

@@ -29,11 +29,15 @@ def is_main() -> bool:
 
 
 def select_device(spec: str = "auto") -> torch.device:
-    """``auto``: this rank's GPU when CUDA is available, else the CPU; anything else is checked by
-    :func:`prnseg.devices.resolve_device` (a one-line error for a device that is not here)."""
-    if spec != "auto":
-        resolve_device(spec, error=ConfigError)
-        return torch.device(str(spec).strip().lower())
+    """``auto`` and ``cuda``: this rank's GPU when CUDA is available (``auto``: else the CPU);
+    ``cuda:N`` that GPU. Anything but ``auto`` is checked by :func:`prnseg.devices.resolve_device`
+    (a one-line error for a device that is not here). A CUDA device always carries its index:
+    ``torch.cuda.set_device`` refuses a bare ``cuda``."""
+    if str(spec).strip().lower() != "auto":
+        device = resolve_device(spec, error=ConfigError)
+        if device.kind == "cpu":
+            return torch.device("cpu")
+        return torch.device("cuda", device.index if ":" in str(spec) else local_rank())
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank())
     return torch.device("cpu")
