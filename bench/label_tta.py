@@ -4,7 +4,10 @@ For each seed's adapted ``prn`` run of ``bench/adaptation.py`` (same ``--out``),
 (``OUT/few_labels/seed<S>/model``, exported here when missing) labels the synthetic benchmark's
 target *train* images twice with ``--gt`` scoring, through the shipped runtime and pipeline:
 
-- ``plain``: the fused graph: the PRN's labels under the pseudo-label rule and the PRN's noise mask;
+- ``plain``: the fused graph as ``prnseg export`` writes it by default: the PRN's labels under the
+  pseudo-label rule, and ``1 -`` their confidence as the noise mask (``--noise-from confidence``);
+- ``prn_mask``: the same labels with the PRN's noise head as the mask (``--noise-from prn``,
+  exported to ``.../model_prn_mask``);
 - ``tta``: ``--tta --logit-adjust 0``: the teacher's labels averaged over scales 0.75/1/1.25 and
   mirrors, and ``1 -`` their top probability as the noise probability (threshold 0.5);
 - ``tta_la``: ``--tta`` as it ships: the same, with the labels logit-adjusted by the class prior
@@ -46,9 +49,19 @@ def readme_markers(section: str = README_SECTION) -> tuple[str, str]:
             f"<!-- {section}:end -->")
 
 
-VARIANTS = ("plain", "tta", "tta_la")
+VARIANTS = ("plain", "prn_mask", "tta", "tta_la")
+#: variant -> prnseg export's noise_from for its model (the tta variants use the default export's segmenter)
+NOISE_FROM = {"prn_mask": "prn"}
 METRICS = ("raw_miou", "written_miou", "kept_miou", "kept_coverage", "noise_auroc", "noise_precision",
            "noise_recall", "seconds")
+
+
+def model_dir(out: Path, seed: int, mode: str, variant: str) -> Path:
+    """Where a variant's exported model is: the few-label loop's export for ``prn`` (shared with
+    bench/few_labels.py), else one under ``OUT/label_tta``; ``prn_mask`` gets its own."""
+    base = (out / "few_labels" / f"seed{seed}" / "model" if mode == "prn"
+            else out / "label_tta" / f"seed{seed}_{mode}" / "model")
+    return base.with_name(f"{base.name}_{variant}") if variant in NOISE_FROM else base
 
 
 def run_label(model: Path, images: Path, gt: Path, out: Path, tta: bool, logit_adjustment: float | None = None) -> dict:
@@ -66,7 +79,8 @@ def run_label(model: Path, images: Path, gt: Path, out: Path, tta: bool, logit_a
             "kept_coverage": g["kept"]["coverage"], "noise_auroc": g["noise_detector"]["auroc"],
             "noise_precision": g["noise_detector"]["precision"], "noise_recall": g["noise_detector"]["recall"],
             "seconds": rep["run"].get("wall_s"), "n_images": g["n_images"],
-            "logit_adjustment": rep["options"].get("logit_adjustment", 0.0)}
+            "logit_adjustment": rep["options"].get("logit_adjustment", 0.0),
+            "noise_source": "tta" if tta else json.loads((model / "model.json").read_text())["noise"]["source"]}
 
 
 def summarise(rows: dict[str, dict[int, dict]]) -> dict:
@@ -78,7 +92,8 @@ def summarise(rows: dict[str, dict[int, dict]]) -> dict:
             s = significance({k: r[metric] for k, r in runs.items()}, {k: r[base] for k, r in runs.items()})
             if s:
                 sig[f"{variant}:{metric}_minus_{base}"] = s
-    for a, b in (("tta", "plain"), ("tta_la", "plain"), ("tta_la", "tta")):
+    for a, b in (("tta", "plain"), ("tta_la", "plain"), ("tta_la", "tta"), ("plain", "prn_mask"),
+                 ("tta_la", "prn_mask")):
         if a not in rows or b not in rows:
             continue
         for metric in ("written_miou", "noise_auroc"):
@@ -110,7 +125,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="synthetic benchmark root (default OUT/data)")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--mode", default="prn", help="which adaptation run of each seed is exported (default prn)")
-    ap.add_argument("--variants", default="plain,tta", help="comma list of plain, tta, tta_la (default plain,tta)")
+    ap.add_argument("--variants", default="plain,tta",
+                    help="comma list of plain, prn_mask, tta, tta_la (default plain,tta)")
     ap.add_argument("--json", default=None, metavar="FILE")
     ap.add_argument("--readme", default=None, metavar="README.md", help="rewrite the README's section between its "
                     "label-tta-results markers")
@@ -129,21 +145,21 @@ def main(argv=None) -> int:
     rows: dict[str, dict[int, dict]] = {v: {} for v in variants}
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
         tag = "" if args.mode == "prn" else f"_{args.mode}"
-        model = (out / "few_labels" / f"seed{seed}" / "model" if args.mode == "prn"
-                 else out / "label_tta" / f"seed{seed}{tag}" / "model")
-        if not (model / "model.json").exists():
-            ckpt = out / f"seed{seed}" / args.mode / "last.pt"
-            if not ckpt.exists():
-                raise SystemExit(f"{ckpt}: not found; run bench/adaptation.py --out {out} --seeds {seed} "
-                                 f"--modes {args.mode}")
-            say(f"export {ckpt} -> {model}")
-            isolated("export", ckpt, model, overwrite=True, progress=False)
-        if "tta_la" in variants and json.loads((model / "model.json").read_text()).get("class_prior") is None:
-            raise SystemExit(f"{model}: records no class_prior (trained before the trainer kept one); variant tta_la "
-                             "needs a newer run, e.g. --mode prn_la")
         for v in variants:
+            model = model_dir(out, seed, args.mode, v)
+            if not (model / "model.json").exists():
+                ckpt = out / f"seed{seed}" / args.mode / "last.pt"
+                if not ckpt.exists():
+                    raise SystemExit(f"{ckpt}: not found; run bench/adaptation.py --out {out} --seeds {seed} "
+                                     f"--modes {args.mode}")
+                say(f"export {ckpt} -> {model}")
+                isolated("export", ckpt, model, overwrite=True, progress=False,
+                         **({"noise_from": NOISE_FROM[v]} if v in NOISE_FROM else {}))
+            if v == "tta_la" and json.loads((model / "model.json").read_text()).get("class_prior") is None:
+                raise SystemExit(f"{model}: records no class_prior (trained before the trainer kept one); variant "
+                                 "tta_la needs a newer run, e.g. --mode prn_la")
             rows[v][seed] = run_label(model, cs / "leftImg8bit" / "train", cs / "gtFine" / "train",
-                                      out / "label_tta" / f"seed{seed}{tag}_{v}", v != "plain",
+                                      out / "label_tta" / f"seed{seed}{tag}_{v}", v.startswith("tta"),
                                       0.0 if v == "tta" else None)
             print(f"seed {seed} {v}: " + ", ".join(f"{m} {rows[v][seed][m]:.4f}" for m in METRICS
                                                    if rows[v][seed].get(m) is not None), flush=True)

@@ -24,7 +24,8 @@ def model_line(core) -> str:
     parts.append(f"{len(spec.classes)} classes")
     parts.append("buckets " + ", ".join(f"{b.height}×{b.width}" for b in spec.buckets))
     parts.append("test-time augmentation: noise = low averaged confidence" if core.tta
-                 else "noise mask from the PRN" if spec.noise_source == "prn" else "no PRN: noise = low confidence")
+                 else "noise mask from the PRN" if spec.noise_source == "prn"
+                 else "noise = low confidence" if core.has_prn else "no PRN: noise = low confidence")
     parts.append(f"runs on {core.predictor.provider}")
     return " · ".join(parts)
 
@@ -46,9 +47,12 @@ def explanation(core) -> str:
     else:
         labels = ("**Segmentation**: the class of every pixel, as the adapted model (the EMA teacher) predicts "
                   "it. This model does not refine its labels (it was trained with `prn.use_refined_labels=false`), "
-                  "so there is no PRN-changes view: the PRN only flags noisy pixels.")
+                  "so there is no PRN-changes view" + (": the PRN only flags noisy pixels." if core.noise_from_prn
+                                                        else "."))
     noise = ("1 − the averaged confidence (with `--tta` it ranks errors better than the PRN's mask)" if core.tta
              else "the PRN's estimate that a pixel's label is wrong" if core.noise_from_prn
+             else "1 − the label's confidence (exported with `--noise-from confidence`: it ranks errors better "
+                  "than the PRN's noise head)" if core.has_prn
              else "1 − the model's confidence (this model has no PRN)")
     return (
         "This model was adapted from labelled synthetic or game images (the *source*) to a new domain without its "
@@ -87,7 +91,7 @@ def result_status(core, state: dict, noisy: np.ndarray, threshold: float) -> str
     else:
         labels = "labels are the teacher's (this model does not refine them)"
     source = ("1 − averaged confidence" if core.tta else "the PRN's noise head" if core.noise_from_prn
-              else "1 − confidence (this model has no PRN)")
+              else "1 − confidence" if core.has_prn else "1 − confidence (this model has no PRN)")
     lo, hi = render.confidence_range(pred.confidence)
     return (f"**{state['name']}** · {w} × {h} px · inference **{state['seconds'] * 1000:.1f} ms** "
             f"on {core.predictor.provider}  \n"

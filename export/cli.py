@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from prnseg.export import DEFAULT_CALIB_IMAGES, DEFAULT_MAX_BATCH, DEFAULT_OPSET, DEFAULT_WEIGHTS, MIN_OPSET, WEIGHTS
+from prnseg.export import (DEFAULT_CALIB_IMAGES, DEFAULT_MAX_BATCH, DEFAULT_NOISE_FROM, DEFAULT_OPSET, DEFAULT_WEIGHTS,
+                           MIN_OPSET, NOISE_FROM, WEIGHTS)
 
 # Where a dataset kind keeps its training images, for the printed next command.
 TRAIN_IMAGES = {"cityscapes": "leftImg8bit/{split}", "darkzurich": "rgb_anon/{split}/night", "gta": "images",
@@ -37,6 +38,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="use at most N --calib images (0 = all; default %(default)s)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
                    help=f"ONNX opset, >= {MIN_OPSET} (default %(default)s)")
+    p.add_argument("--noise-from", choices=NOISE_FROM, default=DEFAULT_NOISE_FROM,
+                   help="a PRN checkpoint's noise mask: 1 - the label's confidence (default; it ranks errors "
+                        "better on the synthetic benchmark) or the PRN's noise head")
     p.add_argument("--overwrite", action="store_true", help="replace a ready model already in DIR")
     p.add_argument("--no-progress", action="store_true", help="do not print the steps")
 
@@ -66,6 +70,7 @@ def run_export(args: argparse.Namespace) -> int:
     result = api.export(args.checkpoint, args.out, weights=args.weights, sizes=args.sizes, max_batch=args.max_batch,
                         fp16=args.fp16, tensorrt=args.tensorrt, triton=args.triton, calib=args.calib,
                         calib_images=args.calib_images, opset=args.opset, overwrite=args.overwrite,
+                        noise_from=args.noise_from,
                         progress=not args.no_progress)
     out = result.model_dir
     images = images_to_label(result.checkpoint)

@@ -30,7 +30,8 @@ from prnseg.training.config import shipped_configs
 from prnseg.training.data.transforms import IMG_MEAN, IMG_STD
 from prnseg.training.loading import checkpoint_weights, load_checkpoint_model
 
-from . import DEFAULT_CALIB_IMAGES, DEFAULT_MAX_BATCH, DEFAULT_OPSET, DEFAULT_WEIGHTS, MIN_OPSET
+from . import DEFAULT_CALIB_IMAGES, DEFAULT_MAX_BATCH, DEFAULT_NOISE_FROM, DEFAULT_OPSET, DEFAULT_WEIGHTS, MIN_OPSET
+from . import NOISE_FROM
 from . import onnx_export
 from .graphs import PRNGraph, PseudoLabeler, SegmenterGraph
 from .parity import load_calibration, run_parity
@@ -185,13 +186,16 @@ class _Job:
 def export_model(checkpoint, out_dir, *, weights: str = DEFAULT_WEIGHTS, sizes=None,
                  max_batch: int = DEFAULT_MAX_BATCH, fp16: bool = False, tensorrt: bool = False, triton: bool = False,
                  calib_dir=None, progress: bool = True, opset: int = DEFAULT_OPSET, overwrite: bool = False,
-                 calib_images: int = DEFAULT_CALIB_IMAGES) -> Path:
+                 calib_images: int = DEFAULT_CALIB_IMAGES, noise_from: str = DEFAULT_NOISE_FROM) -> Path:
     """Export ``checkpoint`` into ``out_dir`` and gate it on parity; returns ``out_dir``.
 
     ``weights="auto"`` takes the EMA teacher when the checkpoint has one (it makes the
     pseudo-labels during training), else the student. ``sizes=None`` exports one bucket, the
-    config's val resize as (H, W). Raises ``ParityGateError`` after writing a not-ready
-    directory when the artefacts disagree with PyTorch, ``ExportError`` for bad inputs.
+    config's val resize as (H, W). ``noise_from``: the noise output of a PRN checkpoint's fused
+    graph, ``confidence`` (1 - the written label's confidence, cut at ``1 - uda.pseudo_threshold``
+    as a model without a PRN is) or ``prn`` (the PRN's noise head at ``prn.noise_threshold``).
+    Raises ``ParityGateError`` after writing a not-ready directory when the artefacts disagree with
+    PyTorch, ``ExportError`` for bad inputs.
     """
     checkpoint, out = Path(checkpoint), Path(out_dir)
     if int(opset) < MIN_OPSET:
@@ -199,6 +203,8 @@ def export_model(checkpoint, out_dir, *, weights: str = DEFAULT_WEIGHTS, sizes=N
                           "from opset 17; older opsets decompose it and overflow in fp16)")
     if int(max_batch) < 1:
         raise ExportError(f"--max-batch {max_batch}: must be >= 1")
+    if noise_from not in NOISE_FROM:
+        raise ExportError(f"--noise-from {noise_from!r}: use {' or '.join(NOISE_FROM)}")
     buckets = [parse_size(s) for s in sizes] if sizes else None
     if tensorrt:
         from .tensorrt import require_tensorrt
@@ -210,11 +216,13 @@ def export_model(checkpoint, out_dir, *, weights: str = DEFAULT_WEIGHTS, sizes=N
     weights = checkpoint_weights(state, weights)
     if buckets is None:
         buckets = [parse_size(cfg.data.val.size)]
-    noise_threshold = cfg.prn.noise_threshold if prn is not None else round(1.0 - cfg.uda.pseudo_threshold, 6)
+    from_prn = prn is not None and noise_from == "prn"
+    noise_threshold = cfg.prn.noise_threshold if from_prn else round(1.0 - cfg.uda.pseudo_threshold, 6)
     job = _Job(checkpoint, out, cfg, state, segmentor, prn,
                PseudoLabeler(segmentor, prn, IMG_MEAN, IMG_STD, noise_threshold,
                              use_refined_labels=cfg.prn.use_refined_labels,
-                             refine_min_confidence=cfg.prn.refine_min_confidence).eval(), weights,
+                             refine_min_confidence=cfg.prn.refine_min_confidence,
+                             noise_from=noise_from).eval(), weights,
                list(dict.fromkeys(buckets)), int(max_batch), bool(fp16), bool(tensorrt), bool(triton), calib_dir,
                int(calib_images), int(opset), bool(overwrite))
     tmp = _make_staging(out)
@@ -321,8 +329,7 @@ def _model_doc(job: _Job, files: dict[str, Path]) -> dict:
                   "resize": "keep-ratio fit + bottom/right pad with mean colour; see prnseg/model_spec.py"},
         "outputs": {name: {"dtype": "uint8", "shape": ["N", "H", "W"], "meaning": meaning}
                     for name, meaning in PSEUDOLABELER_OUTPUTS.items()},
-        "noise": {"source": "prn" if job.prn is not None else "confidence",
-                  "threshold": job.reference.noise_threshold},
+        "noise": {"source": job.reference.noise_source, "threshold": job.reference.noise_threshold},
         "label_source": ("prn_refined" if job.prn is not None and job.reference.use_refined_labels
                          else "segmenter"),
         "refine_min_confidence": job.reference.refine_min_confidence,

@@ -273,12 +273,13 @@ class ExportResult:
 def export(checkpoint: str | os.PathLike, out: str | os.PathLike, *, weights: str = "auto",
            sizes: Sequence[str | Sequence[int]] | None = None, max_batch: int = 8, fp16: bool = False,
            tensorrt: bool = False, triton: bool = False, calib: str | os.PathLike | None = None,
-           calib_images: int = 8, opset: int = 17, overwrite: bool = False, progress: bool = True,
-           verbose: bool = True) -> ExportResult:
+           calib_images: int = 8, opset: int = 17, overwrite: bool = False, noise_from: str = "confidence",
+           progress: bool = True, verbose: bool = True) -> ExportResult:
     """Export a checkpoint to ONNX (``prnseg export``; + fp16, TensorRT, Triton) behind the parity
     gate. ``sizes`` are HEIGHTxWIDTH buckets in multiples of 32 (``"256x512"`` or ``(256, 512)``;
-    default: the config's val size). Raises ``ParityGateError`` (a not-ready directory is left to
-    inspect) when the artefacts disagree with PyTorch."""
+    default: the config's val size). ``noise_from`` (a PRN checkpoint): ``confidence`` or ``prn``,
+    what the noise output comes from (``prnseg export --noise-from``). Raises ``ParityGateError``
+    (a not-ready directory is left to inspect) when the artefacts disagree with PyTorch."""
     from prnseg.sizes import parse_hw
 
     for s in sizes or []:
@@ -293,7 +294,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, *, weights: st
 
     model_dir = Path(export_model(checkpoint, out, weights=weights, sizes=sizes, max_batch=max_batch, fp16=fp16,
                                   tensorrt=tensorrt, triton=triton, calib_dir=calib, progress=progress, opset=opset,
-                                  overwrite=overwrite, calib_images=calib_images))
+                                  overwrite=overwrite, calib_images=calib_images, noise_from=noise_from))
     doc = json.loads((model_dir / "model.json").read_text())
     if verbose:
         _print_export(given, model_dir, doc)

@@ -338,6 +338,19 @@ def test_label_tta_judges_written_against_raw_and_tta_against_plain():
     assert sig["tta_la_minus_tta:written_miou"]["verdict"] == "gain"
     assert sig["tta_la_minus_tta:noise_auroc"]["verdict"] == "not significant"
     assert "| tta | 30.00 ± 1.00 | 31.23 ± 1.05 |" in lt.report(doc)
+    rows["prn_mask"] = {s: {**r, "noise_auroc": r["noise_auroc"] - 0.05 - 0.001 * s} for s, r in rows["plain"].items()}
+    sig = lt.summarise(rows)["significance"]
+    assert sig["plain_minus_prn_mask:noise_auroc"]["verdict"] == "gain"
+    assert sig["plain_minus_prn_mask:written_miou"]["verdict"] == "not significant"
+
+
+def test_label_tta_gives_the_prn_mask_variant_its_own_export(tmp_path):
+    lt = _load("label_tta")
+    assert lt.model_dir(tmp_path, 1, "prn", "plain") == tmp_path / "few_labels" / "seed1" / "model"
+    assert lt.model_dir(tmp_path, 1, "prn", "tta_la") == tmp_path / "few_labels" / "seed1" / "model"
+    assert lt.model_dir(tmp_path, 1, "prn", "prn_mask") == tmp_path / "few_labels" / "seed1" / "model_prn_mask"
+    assert lt.model_dir(tmp_path, 2, "prn_la", "plain") == tmp_path / "label_tta" / "seed2_prn_la" / "model"
+    assert lt.NOISE_FROM == {"prn_mask": "prn"}
 
 
 def test_logit_adjust_scores_adjusted_labels_against_raw_on_hand_made_maps():

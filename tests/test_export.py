@@ -50,7 +50,7 @@ def test_model_json_describes_a_ready_model(exported_model, prn_checkpoint):
     assert [(b.height, b.width) for b in spec.buckets] == [BUCKET] and spec.max_batch == 4
     assert doc["input"]["name"] == "image" and doc["input"]["dtype"] == "uint8" and doc["input"]["layout"] == "NHWC"
     assert list(doc["outputs"]) == list(PSEUDOLABELER_OUTPUTS) and spec.num_classes == 19
-    assert doc["noise"] == {"source": "prn", "threshold": 0.5}
+    assert doc["noise"] == {"source": "confidence", "threshold": 0.032}   # the default --noise-from
     assert doc["opset"] == 17 and doc["precision"] == ["fp32", "fp16"]
     assert set(doc["producer"]) >= {"prnseg", "torch", "onnx", "onnxruntime", "transformers"}
     from prnseg.training.checkpoint import file_sha256
@@ -579,6 +579,34 @@ def test_engine_compatibility_check_runs_without_torch():
 
 
 @pytest.mark.slow
+def test_a_prn_model_takes_its_noise_from_confidence_by_default_and_from_the_prn_on_request(
+        prn_checkpoint, exported_model, synth_root, tmp_path):
+    """--noise-from confidence (default): the PRN's labels, noise = 1 - their confidence cut at
+    1 - uda.pseudo_threshold; --noise-from prn: the same labels, the PRN's noise head at its threshold."""
+    from prnseg.export import ExportError, export_model
+    from prnseg.image_io import read_image
+
+    images = np.stack([read_image(p) for p in _val_images(synth_root)])
+    spec = load_model_spec(exported_model)
+    assert spec.noise_source == "confidence" and spec.noise_threshold == pytest.approx(1 - 0.968)
+    assert "prn" in spec.artefacts and spec.raw["label_source"] == "prn_refined"
+    conf = dict(zip(PSEUDOLABELER_OUTPUTS, _session(spec.artefact_path("pseudolabeler")).run(None, {"image": images})))
+    assert np.abs(conf["noise_prob"].astype(int) - (255 - conf["confidence"].astype(int))).max() <= 1
+    from_u8 = (255 - conf["confidence"].astype(int)) >= 0.032 * 255
+    assert (from_u8 == conf["noise"].astype(bool)).mean() > 0.999
+    prn_spec = load_model_spec(export_model(prn_checkpoint, tmp_path / "prn", sizes=["128x256"], progress=False,
+                                            noise_from="prn"))
+    assert prn_spec.noise_source == "prn" and prn_spec.noise_threshold == 0.5
+    session = _session(prn_spec.artefact_path("pseudolabeler"))
+    prn = dict(zip(PSEUDOLABELER_OUTPUTS, session.run(None, {"image": images})))
+    assert np.array_equal(prn["label"], conf["label"]) and np.array_equal(prn["confidence"], conf["confidence"])
+    assert not np.array_equal(prn["noise_prob"], conf["noise_prob"])
+    with pytest.raises(ExportError, match="^--noise-from 'head': use confidence or prn$"):
+        export_model(prn_checkpoint, tmp_path / "bad", noise_from="head", progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
 def test_noise_mask_only_run_exports_the_labels_it_trained_on(prn_checkpoint, synth_root, tmp_path):
     """prn.use_refined_labels=false: label = raw_label (with its confidence), noise still from the PRN."""
     from prnseg.export import export_model
@@ -588,7 +616,7 @@ def test_noise_mask_only_run_exports_the_labels_it_trained_on(prn_checkpoint, sy
     state["config"]["prn"]["use_refined_labels"] = False
     ckpt = tmp_path / "mask_only.pt"
     torch.save(state, ckpt)
-    out = export_model(ckpt, tmp_path / "model", sizes=["128x256"], progress=False)
+    out = export_model(ckpt, tmp_path / "model", sizes=["128x256"], progress=False, noise_from="prn")
     spec = load_model_spec(out)
     assert spec.noise_source == "prn" and spec.raw["label_source"] == "segmenter"
     assert "prn" in spec.artefacts
@@ -596,7 +624,8 @@ def test_noise_mask_only_run_exports_the_labels_it_trained_on(prn_checkpoint, sy
     o = dict(zip(PSEUDOLABELER_OUTPUTS, _session(spec.artefact_path("pseudolabeler")).run(None, {"image": images})))
     assert np.array_equal(o["label"], o["raw_label"])
     full = dict(zip(PSEUDOLABELER_OUTPUTS, _session(
-        load_model_spec(export_model(prn_checkpoint, tmp_path / "full", sizes=["128x256"], progress=False))
+        load_model_spec(export_model(prn_checkpoint, tmp_path / "full", sizes=["128x256"], progress=False,
+                                     noise_from="prn"))
         .artefact_path("pseudolabeler")).run(None, {"image": images})))
     assert np.array_equal(o["noise_prob"], full["noise_prob"])
 

@@ -96,7 +96,7 @@ def test_prn_target_consistency_without_features_trains_evaluates_and_exports(sy
     run_cli("eval", str(out / "last.pt"), "--data", str(synth_root / "cityscapes"), "--json", str(tmp_path / "m.json"))
     assert "auroc" in json.loads((tmp_path / "m.json").read_text())["pseudo_labels"]["noise_detector"]
 
-    model_dir = export_model(out / "last.pt", tmp_path / "model", sizes=["128x256"], progress=False)
+    model_dir = export_model(out / "last.pt", tmp_path / "model", sizes=["128x256"], noise_from="prn", progress=False)
     spec = load_model_spec(model_dir)
     image_path = list_images(synth_root / "cityscapes" / "leftImg8bit" / "val")[0]
     rgb = read_image(image_path)

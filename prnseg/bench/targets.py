@@ -157,13 +157,14 @@ def model_target(s: Settings, hw: tuple[int, int], log) -> Target:
 
         weights = str(spec.raw.get("checkpoint", {}).get("weights", "student"))
         cfg, model, prn, _ = load_models(s.checkpoint, weights=weights, device="cpu")
-        if (prn is None) != (spec.noise_source == "confidence"):
+        if (prn is None) != ("prn" not in spec.artefacts):
             raise BenchError(f"--checkpoint {s.checkpoint}: {'has no' if prn is None else 'has a'} PRN but "
                              f"{s.model} was exported {'with' if prn is None else 'without'} one; pass the "
                              "checkpoint the model was exported from")
         target.labeler = PseudoLabeler(model, prn, spec.mean, spec.std, spec.noise_threshold,
                                        use_refined_labels=cfg.prn.use_refined_labels,
-                                       refine_min_confidence=cfg.prn.refine_min_confidence).eval().to(s.device)
+                                       refine_min_confidence=cfg.prn.refine_min_confidence,
+                                       noise_from=spec.noise_source).eval().to(s.device)
     return target
 
 
