@@ -374,9 +374,11 @@ class Quickstart:
               f"   ({'+' if after >= before else ''}{100 * (after - before):.1f})")
         print(f"  pseudo-labels        raw {pct(raw)}  ->  written {pct(refined)} mIoU on the target train images "
               f"(labels: {label_source})")
+        on_kept = (f"{pct(kept.get('pixel_accuracy'))} on the {pct(kept.get('coverage'))} % the noise mask keeps "
+                   f"(mIoU there {pct(kept.get('miou'))})" if kept.get("miou") is not None
+                   else "the noise mask keeps no labelled pixel")
         print(f"                       pixel accuracy {pct(gt.get('raw', {}).get('pixel_accuracy'))} on all pixels -> "
-              f"{pct(kept.get('pixel_accuracy'))} on the {pct(kept.get('coverage'))} % the noise mask keeps "
-              f"(mIoU there {pct(kept.get('miou'))})")
+              f"{on_kept}")
         print(f"  noise mask           precision {pct(noise.get('precision'))}  recall {pct(noise.get('recall'))}")
         if labelled is not None:
             self._print_few_labels(rep["few_labels"])

@@ -92,6 +92,10 @@ def test_quickstart_interrupted_then_resumed(resumed_quickstart):
     assert set(report["target_val_miou"]) == {"source_only", "adapted", "gain"}
     assert report["pseudo_labels_target_train"]["raw_miou"] is not None
     assert report["labelling_images_per_second"] > 0
+    # the report line under the labels reads whether or not the mask keeps any pixel (the barely
+    # trained --tiny model's confidence mask keeps none)
+    kept = report["pseudo_labels_target_train"]["kept_miou"]
+    assert ("mIoU there" in stdout) == (kept is not None) and "n/a on the" not in stdout
     assert json.loads((out / "model" / "model.json").read_text())["ready"] is True
     n_labels = sum(1 for _ in (out / "labels" / "labels").rglob("*.png"))
     assert n_labels == report["plan"]["n_target"]
