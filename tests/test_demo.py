@@ -268,6 +268,7 @@ def test_label_source_wording_and_small_image_note(exported_model, noise_only_mo
     title, status, explain, refines = texts["refined"]
     assert refines and title == "Refined segmentation (the PRN's labels)"
     assert "The PRN relabelled **" in status and "**PRN changes**" in explain
+    assert "`--noise-from confidence`" in explain   # a PRN model exported with the default noise source
     tta = build_app(Predictor(exported_model, backend="onnxruntime", device="cpu", tta=True), max_pixels=MAX_PIXELS,
                     warm_up=False, workdir=tmp_path / "tta").prnseg_core
     *_, key = tta.segment(str(tiny), 0.5, 0.5)
