@@ -42,8 +42,16 @@ METRICS = ("target_miou", "pl_raw_miou", "pl_written_miou", "pl_prn_argmax_miou"
 #: the PRN's own argmax wherever it differs (prn.refine_min_confidence 0), scored beside the written
 #: labels: whether a PRN that learnt from K human labels refines better than the rule lets it
 ARGMAX_SWEEP = (0.0,)
-README_BEGIN = "<!-- few-label-results:begin (written by bench/few_labels.py --readme; do not edit) -->"
-README_END = "<!-- few-label-results:end -->"
+README_SECTION = "few-label-results"
+
+
+def readme_markers(section: str = README_SECTION) -> tuple[str, str]:
+    """The README markers a table goes between: "<!-- SECTION:begin ..." and "<!-- SECTION:end -->"."""
+    return (f"<!-- {section}:begin (written by bench/few_labels.py --readme; do not edit) -->",
+            f"<!-- {section}:end -->")
+
+
+README_BEGIN, README_END = readme_markers()
 
 
 def target_images(data: Path) -> list[str]:
@@ -217,6 +225,8 @@ def parse_args(argv=None):
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--json", default=None, metavar="FILE", help="default OUT/few_labels.json")
     ap.add_argument("--readme", default=None, metavar="README.md")
+    ap.add_argument("--readme-section", default=README_SECTION, metavar="NAME",
+                    help=f"the README markers' name (default {README_SECTION})")
     ap.add_argument("--collect", action="store_true", help="train nothing: report the runs under OUT that finished "
                     "(a run.json each) for these seeds, counts and strategies")
     ap.add_argument("--from-json", default=None, metavar="FILE", help="train nothing: report from this JSON")
@@ -226,8 +236,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.from_json:
-        return report_from_json(args.from_json, lambda doc: report(summarise(doc)), args.readme, README_BEGIN,
-                                README_END)
+        return report_from_json(args.from_json, lambda doc: report(summarise(doc)), args.readme,
+                                *readme_markers(args.readme_section))
     out = Path(args.out)
     data = Path(args.data) if args.data else out / "data"
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -266,7 +276,7 @@ def main(argv=None) -> int:
     write_json(json_path, doc)
     print("\n" + text + f"\nwrote {json_path}")
     if args.readme:
-        update_readme(Path(args.readme), text, README_BEGIN, README_END)
+        update_readme(Path(args.readme), text, *readme_markers(args.readme_section))
     return 0
 
 

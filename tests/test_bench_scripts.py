@@ -233,6 +233,11 @@ def test_few_labels_summary_judges_chosen_against_random_and_writes_the_readme(t
                     "--readme", str(readme)], check=True, capture_output=True)
     body = readme.read_text()
     assert "old" not in body and "36.2 ± 0.8" in body and body.startswith("a\n") and body.endswith("b\n")
+    begin, end = few.readme_markers("few-label-rerun")
+    readme.write_text(f"{body}{begin}\nold\n{end}\n")
+    subprocess.run([sys.executable, str(ROOT / "bench" / "few_labels.py"), "--from-json", str(tmp_path / "f.json"),
+                    "--readme", str(readme), "--readme-section", "few-label-rerun"], check=True, capture_output=True)
+    assert readme.read_text().count("36.2 ± 0.8") == 2 and "old" not in readme.read_text()
 
 
 def test_few_labels_scores_the_prn_argmax_beside_the_written_labels(tmp_path):
