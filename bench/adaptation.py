@@ -68,8 +68,15 @@ COMPARISONS = (("self_training", "source_only"), ("prn", "source_only"), ("prn",
 # The paper's regime: source fits its domain, source-only ~0.6 of the oracle, self-training closes much of the gap
 CALIBRATION = {"source_val_min": 0.70, "oracle_min": 0.65, "ratio": (0.45, 0.65), "gap_closed_min": 0.40,
                "std_max": 0.015}
-README_BEGIN = "<!-- adaptation-results:begin (written by bench/adaptation.py --readme; do not edit) -->"
-README_END = "<!-- adaptation-results:end -->"
+
+
+def section_markers(script: str, section: str) -> tuple[str, str]:
+    """The README markers a bench script's table goes between: "<!-- SECTION:begin (written by
+    SCRIPT --readme; do not edit) -->" and "<!-- SECTION:end -->"."""
+    return (f"<!-- {section}:begin (written by {script} --readme; do not edit) -->", f"<!-- {section}:end -->")
+
+
+README_BEGIN, README_END = section_markers("bench/adaptation.py", "adaptation-results")
 
 
 def say(text: str) -> None:

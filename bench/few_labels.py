@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from adaptation import (evaluate, isolated, mean_std, report_from_json, say, significance,  # noqa: E402
-                        update_readme, write_json)
+from adaptation import (evaluate, isolated, mean_std, report_from_json, say, section_markers,  # noqa: E402
+                        significance, update_readme, write_json)
 
 STRATEGIES = ("suggest", "random", "suggest_split")
 DEFAULT_STRATEGIES = ("suggest", "random")
@@ -46,9 +46,7 @@ README_SECTION = "few-label-results"
 
 
 def readme_markers(section: str = README_SECTION) -> tuple[str, str]:
-    """The README markers a table goes between: "<!-- SECTION:begin ..." and "<!-- SECTION:end -->"."""
-    return (f"<!-- {section}:begin (written by bench/few_labels.py --readme; do not edit) -->",
-            f"<!-- {section}:end -->")
+    return section_markers("bench/few_labels.py", section)
 
 
 README_BEGIN, README_END = readme_markers()

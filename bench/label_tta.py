@@ -37,16 +37,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from adaptation import (isolated, mean_std, report_from_json, say, significance,  # noqa: E402
-                        update_readme, write_json)
+from adaptation import (isolated, mean_std, report_from_json, say, section_markers,  # noqa: E402
+                        significance, update_readme, write_json)
 
 #: the README section a run's table goes to: its markers are "<!-- SECTION:begin ..." and "<!-- SECTION:end -->"
 README_SECTION = "label-tta-results"
 
 
 def readme_markers(section: str = README_SECTION) -> tuple[str, str]:
-    return (f"<!-- {section}:begin (written by bench/label_tta.py --readme; do not edit) -->",
-            f"<!-- {section}:end -->")
+    return section_markers("bench/label_tta.py", section)
 
 
 VARIANTS = ("plain", "prn_mask", "tta", "tta_la")

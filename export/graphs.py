@@ -15,13 +15,13 @@ from torch import nn
 from prnseg.training.prn_step import PRNStep
 from prnseg.training.pseudo_labels import written_labels
 
+from . import NOISE_FROM
+
 #: Output names of ``segmenter.onnx`` after ``logits`` (the PRN's inputs, one per encoder level).
 FEATURE_NAMES = ("feat0", "feat1", "feat2", "feat3")
 SEGMENTER_OUTPUTS = ("logits", *FEATURE_NAMES)
 PRN_INPUTS = (*FEATURE_NAMES, "logits")
 PRN_OUTPUTS = ("refined_logits", "noise_logit")
-#: where the fused graph's noise output comes from: the PRN's noise head, or 1 - the written label's confidence
-NOISE_SOURCES = ("prn", "confidence")
 PSEUDOLABELER_OUTPUT_ORDER = ("label", "raw_label", "noise", "noise_prob", "confidence")
 
 
@@ -102,8 +102,8 @@ class PseudoLabeler(nn.Module):
     def __init__(self, segmentor: nn.Module, prn: nn.Module | None, mean, std, noise_threshold: float,
                  use_refined_labels: bool = True, refine_min_confidence: float = 0.0, noise_from: str = "prn"):
         super().__init__()
-        if noise_from not in NOISE_SOURCES:
-            raise ValueError(f"noise_from {noise_from!r}: use one of {', '.join(NOISE_SOURCES)}")
+        if noise_from not in NOISE_FROM:
+            raise ValueError(f"noise_from {noise_from!r}: use one of {', '.join(NOISE_FROM)}")
         self.noise_from = noise_from
         self.step = PRNStep(use_refined_labels=bool(use_refined_labels),
                             refine_min_confidence=float(refine_min_confidence), noise_threshold=float(noise_threshold))
