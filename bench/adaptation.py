@@ -76,7 +76,8 @@ def section_markers(script: str, section: str) -> tuple[str, str]:
     return (f"<!-- {section}:begin (written by {script} --readme; do not edit) -->", f"<!-- {section}:end -->")
 
 
-README_BEGIN, README_END = section_markers("bench/adaptation.py", "adaptation-results")
+README_SECTION = "adaptation-results"
+README_BEGIN, README_END = section_markers("bench/adaptation.py", README_SECTION)
 
 
 def say(text: str) -> None:
@@ -394,6 +395,9 @@ def parse_args(argv=None):
                     "(default OUT/adaptation.json)")
     ap.add_argument("--readme", default=None, metavar="README.md",
                     help="rewrite the README's results section (between its markers) from the JSON")
+    ap.add_argument("--readme-section", default=README_SECTION, metavar="NAME",
+                    help=f"the README markers' name (default {README_SECTION}; the version 3 table is "
+                         f"{README_SECTION}-v3)")
     ap.add_argument("--collect", action="store_true", help="train nothing: report the runs under OUT that "
                     "finished (a run.json each) for these seeds and modes")
     ap.add_argument("--from-json", default=None, metavar="FILE",
@@ -407,7 +411,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.from_json:
-        return report_from_json(args.from_json, lambda doc: report(finish(doc)), args.readme)
+        return report_from_json(args.from_json, lambda doc: report(finish(doc)), args.readme,
+                                *section_markers("bench/adaptation.py", args.readme_section))
 
     out = Path(args.out)
     data = Path(args.data) if args.data else out / "data"
@@ -444,7 +449,7 @@ def main(argv=None) -> int:
     print("\n" + text)
     print(f"wrote {json_path}")
     if args.readme:
-        update_readme(Path(args.readme), text)
+        update_readme(Path(args.readme), text, *section_markers("bench/adaptation.py", args.readme_section))
         print(f"wrote the results section of {args.readme}")
     return 0
 

@@ -51,7 +51,7 @@ class Plan:
     prn_iters: int
     prn_start_iter: int
     label_batch: int
-    crop: int = 256
+    crop: int = 128
     checkpoint_every: int = 50
     # The PRN's refine head lowers pseudo-label mIoU on this benchmark (README, Results), so the
     # quickstart trains on the teacher's labels under the PRN's noise mask; --refine-labels
@@ -111,7 +111,7 @@ def make_plan(budget_minutes: float, device: str, labels: int = 0) -> Plan:
     prn = int(0.7 * train / (step["prn"] + (step["prn_labels"] if labels else 0.0)))
     so, prn = max(100, min(so, 8000)), max(100, min(prn, 8000))
     return Plan(device=device, budget_minutes=budget_minutes, n_source=n_source, n_target=n_target,
-                n_val=n_val, size_hw=(256, 512), source_only_iters=so, prn_iters=prn,
+                n_val=n_val, size_hw=(128, 256), source_only_iters=so, prn_iters=prn,
                 prn_start_iter=max(1, prn // 10), label_batch=8 if device.startswith("cuda") else 4, labels=labels)
 
 

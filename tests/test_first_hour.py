@@ -24,8 +24,8 @@ def test_one_size_parser_height_by_width():
 def test_config_sizes_are_height_width_and_the_old_key_migrates(capsys):
     from prnseg.training.config import config_from_dict, load_config
 
-    cfg = load_config("synthetic", ["data.source.size=[128,256]"])
-    assert cfg.data.source.size == [128, 256] and cfg.data.val.size == [256, 512] and cfg.data.crop == [256, 256]
+    cfg = load_config("synthetic", ["data.source.size=[64,256]"])
+    assert cfg.data.source.size == [64, 256] and cfg.data.val.size == [128, 256] and cfg.data.crop == [128, 128]
     assert capsys.readouterr().err == ""
     old = load_config("synthetic", ["data.target.resize=[256,128]"])
     assert old.data.target.size == [128, 256]

@@ -13,8 +13,8 @@ from prnseg.errors import ConfigError
 
 from .looks import CAMERA_LOOK, NIGHT_LOOK, SOURCE_LOOK, Look, blend_looks
 
-SYNTH_VERSION = 3
-SYNTH_VERSIONS = (2, 3)
+SYNTH_VERSION = 4
+SYNTH_VERSIONS = (2, 3, 4)
 DOMAINS = ("source", "target", "night")
 
 
@@ -64,6 +64,9 @@ class Geometry:
     and street furniture stand nearer (v2 drew them up to 35-110 m away, where a person is a few
     pixels tall and a pole under a pixel wide, so even a target-trained model never learnt them),
     signs and traffic lights are larger, and no stroke is thinner than ``min_stroke_px``.
+    Version 4 goes further for the classes that still capped a target-trained model on version 3
+    (people, riders, two-wheelers, poles): they stand nearer, are more numerous (``crowd``) and
+    broader (``body_width``), so they cover enough pixels of a small image to be learnt.
     """
 
     person_far: float                  # people stand at most this far (metres)
@@ -77,6 +80,8 @@ class Geometry:
     furniture_scale: float             # size of signs, traffic lights and plain poles
     stroke_scale: float                # width multiplier of every thin part
     min_stroke_px: float
+    crowd: float = 1.0                 # multiplier on the number of people, riders and parked two-wheelers
+    body_width: float = 1.0            # width multiplier of torsos, limbs and two-wheeler frames
 
 
 GEOMETRY = {
@@ -84,7 +89,21 @@ GEOMETRY = {
                 parked_far=90, furniture_spacing=(10, 28), furniture_scale=1.0, stroke_scale=1.0, min_stroke_px=1.0),
     3: Geometry(person_far=22, rider_far=20, parked_bike_far=16, furniture_far=45, tree_far=70, lane_far=80,
                 parked_far=60, furniture_spacing=(7, 16), furniture_scale=1.5, stroke_scale=1.6, min_stroke_px=2.0),
+    4: Geometry(person_far=14, rider_far=14, parked_bike_far=11, furniture_far=32, tree_far=60, lane_far=70,
+                parked_far=50, furniture_spacing=(6, 12), furniture_scale=1.8, stroke_scale=2.0, min_stroke_px=2.0,
+                crowd=1.5, body_width=1.4),
 }
+
+
+# The image size (W, H) a version renders unless told otherwise: version 4 buys the small model
+# four times the iterations of version 3 in the same minutes by rendering a quarter of the pixels
+IMAGE_SIZE = {2: (512, 256), 3: (512, 256), 4: (256, 128)}
+
+
+def image_size(version: int) -> tuple[int, int]:
+    """The default (W, H) of generator ``version`` (a clear error for one that does not exist)."""
+    geometry(version)
+    return IMAGE_SIZE[int(version)]
 
 
 def geometry(version: int) -> Geometry:

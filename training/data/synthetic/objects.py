@@ -165,7 +165,7 @@ class People:
         """Pedestrians on the sidewalks or the zebra crossing, riders near the kerb, parked bikes."""
         sc = self.scene
         lay, rh = sc.lay, sc.road_half
-        for _ in range(int(sc.rng.integers(lay.persons[0], lay.persons[1] + 1))):
+        for _ in range(self._count(lay.persons)):
             side = sc.pick((-1.0, 1.0))
             if sc.street.zebra_z is not None and sc.rng.random() < 0.25:
                 x, z = sc.u(-rh, rh), sc.street.zebra_z + sc.u(0.3, 2.7)
@@ -175,26 +175,39 @@ class People:
             for g in range(group):
                 xx, zz = x + g * sc.u(0.5, 0.8), z + sc.u(-0.5, 0.5)
                 sc.add(zz, lambda xx=xx, zz=zz: self.person(xx, zz))
-        for _ in range(int(sc.rng.integers(lay.riders[0], lay.riders[1] + 1))):
+        for _ in range(self._count(lay.riders)):
             side = 1.0 if sc.rng.random() < 0.75 else -1.0
             x, z = side * (rh - sc.u(0.6, 1.6)), sc.u(4, sc.g.rider_far)
             moto = sc.rng.random() < 0.45
             sc.add(z, lambda x=x, z=z, m=moto: self.two_wheeler(x, z, m, rider=True))
-        for _ in range(int(sc.rng.integers(lay.parked_bikes[0], lay.parked_bikes[1] + 1))):
+        for _ in range(self._count(lay.parked_bikes)):
             side = sc.pick((-1.0, 1.0))
             x, z = side * (sc.xs - sc.u(0.4, 1.0)), sc.u(3, sc.g.parked_bike_far)
             moto = sc.rng.random() < 0.4
             sc.add(z, lambda x=x, z=z, m=moto: self.two_wheeler(x, z, m, rider=False))
+
+    def _count(self, lo_hi: tuple[int, int]) -> int:
+        """How many of a family a scene has: the layout's range scaled by the geometry's ``crowd``."""
+        sc = self.scene
+        c = sc.g.crowd
+        return int(sc.rng.integers(round(lo_hi[0] * c), round(lo_hi[1] * c) + 1))
+
+    def _wide(self, m):
+        """The sprite map ``m`` with its horizontal offsets scaled by the geometry's ``body_width``."""
+        bw = self.scene.g.body_width
+        return m if bw == 1.0 else (lambda a, b: m(a * bw, b))
 
     def person(self, x, z) -> None:
         """A pedestrian, walking (side view) or standing (front or back view)."""
         sc = self.scene
         look = sc.look
         m, s = sc.sprite(x, z)
+        m = self._wide(m)
+        s_w = s * sc.g.body_width        # stroke widths follow the body's width
         hgt = sc.u(1.55, 1.95)
         skin = sc.jit(sc.pick(look.skins), 0.05)
         shirt, pants = sc.jit(sc.pick(look.clothes)), sc.jit(sc.pick(look.clothes))
-        lw = sc.px(0.13, s)
+        lw = sc.px(0.13, s_w)
         hip, sh = 0.5 * hgt, 0.81 * hgt
         if sc.rng.random() < 0.5:     # walking, seen from the side
             d = sc.pick((-1, 1))
@@ -202,13 +215,13 @@ class People:
             for a in (-st, st):
                 sc.p.bar(m(0, hip), m(a, 0.03), lw, pants, PERSON, z)
             sc.p.poly([m(-0.13, hip), m(0.13, hip), m(0.14, sh), m(-0.14, sh)], shirt, PERSON, z)
-            sc.p.bar(m(0, sh - 0.03), m(-d * st * 0.8, hip + 0.02), sc.px(0.09, s), shade(shirt, 0.9), PERSON, z)
+            sc.p.bar(m(0, sh - 0.03), m(-d * st * 0.8, hip + 0.02), sc.px(0.09, s_w), shade(shirt, 0.9), PERSON, z)
         else:                           # standing, facing toward or away from the camera
             for a in (-0.1, 0.1):
                 sc.p.bar(m(a, hip), m(a * 1.2, 0.03), lw, pants, PERSON, z)
             sc.p.poly([m(-0.18, hip - 0.03), m(0.18, hip - 0.03), m(0.22, sh), m(-0.22, sh)], shirt, PERSON, z)
             for a in (-1, 1):
-                sc.p.bar(m(a * 0.21, sh - 0.03), m(a * 0.25, hip), sc.px(0.09, s), shade(shirt, 0.9), PERSON, z)
+                sc.p.bar(m(a * 0.21, sh - 0.03), m(a * 0.25, hip), sc.px(0.09, s_w), shade(shirt, 0.9), PERSON, z)
         r = 0.075 * hgt
         sc.p.ellipse(m(0, sh + r * 1.05), (r * 0.85 * s, r * s), skin, PERSON, z)
         sc.p.ellipse(m(0, sh + r * 1.45), (r * 0.8 * s, r * 0.55 * s), shade(sc.pick(look.clothes), 0.5))
@@ -218,6 +231,7 @@ class People:
         sc = self.scene
         look = sc.look
         m, s = sc.sprite(x, z)
+        s_w = s * sc.g.body_width        # frame and tyre strokes follow the body's width
         cls = MOTORCYCLE if moto else BICYCLE
         frame = sc.jit(sc.pick(look.motorcycles if moto else look.bicycles))
         tyre = look.tyre
@@ -225,7 +239,7 @@ class People:
         d = sc.pick((-1, 1))
         if side_view:
             r, half = (0.32, 0.72) if moto else (0.34, 0.52)
-            tw = sc.px(0.1 if moto else 0.05, s)
+            tw = sc.px(0.1 if moto else 0.05, s_w)
             sc.p.label_only(_outline(m, d, half, r, 0.98 if moto else 0.9), cls, z)
             for a in (-half, half):
                 sc.p.ellipse(m(a * d, r), (r * s, r * s), tyre, cls, z, thickness=tw)
@@ -233,11 +247,11 @@ class People:
                 body = [m(-0.62 * d, 0.45), m(0.45 * d, 0.45), m(0.55 * d, 0.85), m(0.1 * d, 0.98),
                         m(-0.2 * d, 0.88), m(-0.72 * d, 0.82)]
                 sc.p.poly(body, frame, cls, z)
-                sc.p.bar(m(0.5 * d, 0.85), m(0.62 * d, 1.08), sc.px(0.05, s), tyre, cls, z)
+                sc.p.bar(m(0.5 * d, 0.85), m(0.62 * d, 1.08), sc.px(0.05, s_w), tyre, cls, z)
                 seat, bars = (-0.2, 0.92), (0.6, 1.08)
             else:
                 bb, seat, head, bars = (0.0, 0.3), (-0.18, 0.9), (0.4, 0.86), (0.44, 1.0)
-                lw = sc.px(0.04, s)
+                lw = sc.px(0.04, s_w)
                 pts = {"r": (-half, r), "f": (half, r), "bb": bb, "s": seat, "h": head}
                 for a, b in (("r", "bb"), ("r", "s"), ("s", "bb"), ("bb", "h"), ("s", "h"), ("h", "f")):
                     (ax, ay), (bx, by) = pts[a], pts[b]
@@ -250,7 +264,7 @@ class People:
             hb = 0.38 if moto else 0.3
             sc.p.label_only([m(-rw, 0), m(rw, 0), m(hb, 1.02), m(-hb, 1.02)], cls, z)
             sc.p.poly([m(-rw, 0), m(rw, 0), m(rw, 0.66), m(-rw, 0.66)], tyre, cls, z)
-            sc.p.bar(m(-hb, 1.02), m(hb, 1.02), sc.px(0.05, s), frame, cls, z)
+            sc.p.bar(m(-hb, 1.02), m(hb, 1.02), sc.px(0.05, s_w), frame, cls, z)
             if moto:
                 sc.p.poly([m(-0.24, 0.45), m(0.24, 0.45), m(0.2, 0.9), m(-0.2, 0.9)], frame, cls, z)
                 sc.p.ellipse(m(0, 0.62), (0.07 * s, 0.04 * s), (1.0, 0.1, 0.05), emit=1.5 * max(sc.look.lamps, 0.3))
@@ -261,15 +275,16 @@ class People:
         sc = self.scene
         look = sc.look
         shirt, pants = sc.jit(sc.pick(look.clothes)), sc.jit(sc.pick(look.clothes))
-        lw = sc.px(0.14, s)
+        s_w = s * sc.g.body_width
+        lw = sc.px(0.14, s_w)
         hip = (seat[0] * d, seat[1] + 0.05)
         knee = ((seat[0] + 0.3) * d, seat[1] - 0.3)
         foot = ((seat[0] + 0.22) * d, 0.3)
         shoulder = ((seat[0] + 0.22) * d, seat[1] + 0.55)
         sc.p.bar(m(*hip), m(*knee), lw, pants, RIDER, z)
         sc.p.bar(m(*knee), m(*foot), lw, pants, RIDER, z)
-        sc.p.bar(m(*hip), m(*shoulder), sc.px(0.3, s), shirt, RIDER, z)
-        sc.p.bar(m(*shoulder), m(bars[0] * d, bars[1]), sc.px(0.08, s), shade(shirt, 0.9), RIDER, z)
+        sc.p.bar(m(*hip), m(*shoulder), sc.px(0.3, s_w), shirt, RIDER, z)
+        sc.p.bar(m(*shoulder), m(bars[0] * d, bars[1]), sc.px(0.08, s_w), shade(shirt, 0.9), RIDER, z)
         head = (shoulder[0] + 0.05 * d, shoulder[1] + 0.17)
         sc.p.ellipse(m(*head), (0.11 * s, 0.12 * s), sc.jit(sc.pick(look.clothes + look.skins)), RIDER, z)
 
@@ -278,11 +293,13 @@ class People:
         sc = self.scene
         look = sc.look
         shirt, pants = sc.jit(sc.pick(look.clothes)), sc.jit(sc.pick(look.clothes))
-        lw = sc.px(0.13, s)
+        s_w = s * sc.g.body_width
+        m = self._wide(m)
+        lw = sc.px(0.13, s_w)
         for a in (-1, 1):
             sc.p.bar(m(a * 0.12, 0.95), m(a * 0.2, 0.3), lw, pants, RIDER, z)
         sc.p.poly([m(-0.17, 0.92), m(0.17, 0.92), m(0.21, 1.45), m(-0.21, 1.45)], shirt, RIDER, z)
         for a in (-1, 1):
-            sc.p.bar(m(a * 0.2, 1.4), m(a * hb * 0.9, 1.04), sc.px(0.08, s), shade(shirt, 0.9), RIDER, z)
+            sc.p.bar(m(a * 0.2, 1.4), m(a * hb * 0.9, 1.04), sc.px(0.08, s_w), shade(shirt, 0.9), RIDER, z)
         helmet = sc.jit(sc.pick(look.clothes)) if moto else sc.jit(sc.pick(look.skins))
         sc.p.ellipse(m(0, 1.58), (0.11 * s, 0.12 * s), helmet, RIDER, z)
