@@ -114,7 +114,8 @@ def synth(out: str | os.PathLike, *, source: int = 500, target: int = 500, val: 
 
     hw = None if size is None else parse_hw(size, "--size")
     workers = max(1, min(2, os.cpu_count() or 1)) if workers is None else workers
-    info = write_benchmark(out, source, target, val, size=None if hw is None else (hw[1], hw[0]), seed=seed, night=night, preview=preview,
+    wh = None if hw is None else (hw[1], hw[0])
+    info = write_benchmark(out, source, target, val, size=wh, seed=seed, night=night, preview=preview,
                            workers=workers, progress=progress, gap=gap, overwrite=overwrite,
                            version=SYNTH_VERSION if version is None else version)
     if verbose:

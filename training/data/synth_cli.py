@@ -56,12 +56,13 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     h, w = parse_size(args.size) if args.size is not None else (0, 0)
+    size = None if args.size is None else (h, w)     # None: the generator version's own size
     if h > w:
         print(f"prnseg synth: note: --size {h}x{w} is HEIGHTxWIDTH: portrait images {w} wide and {h} high "
               f"(street scenes are usually wider: --size {w}x{h})", file=sys.stderr)
     from prnseg import api
 
-    info = api.synth(args.out, source=args.source, target=args.target, val=args.val, size=None if args.size is None else (h, w), seed=args.seed,
+    info = api.synth(args.out, source=args.source, target=args.target, val=args.val, size=size, seed=args.seed,
                      night=args.night, gap=args.gap, version=args.version, preview=args.preview,
                      workers=args.workers, overwrite=args.overwrite, progress=True)
     nxt = NEXT_COMMAND_NIGHT if info["night"] else NEXT_COMMAND

@@ -49,7 +49,8 @@ from .scene import _Scene as _Scene  # not public API; the tests draw single obj
 from .write import SYNTH_FORMAT, write_benchmark
 
 __all__ = [
-    "DOMAINS", "CITIES", "SEQUENCES", "SYNTH_VERSION", "SYNTH_VERSIONS", "Geometry", "GEOMETRY", "geometry", "IMAGE_SIZE", "image_size",
+    "DOMAINS", "CITIES", "SEQUENCES", "SYNTH_VERSION", "SYNTH_VERSIONS", "Geometry", "GEOMETRY", "geometry",
+    "IMAGE_SIZE", "image_size",
     "SYNTH_FORMAT", "Look", "Layout", "DomainStyle", "MIN_SIZE", "MAX_SIZE",
     "SOURCE_LOOK", "CAMERA_LOOK", "CAMERA_FULL_LOOK", "CAMERA_STRENGTH", "NIGHT_LOOK", "SOURCE_LAYOUT", "TARGET_LAYOUT",
     "blend_looks", "domain_style", "render_scene", "image_seed", "benchmark_paths", "write_benchmark", "write_preview",

@@ -105,7 +105,8 @@ def write_benchmark(out, n_source: int, n_target: int, n_val: int, size: tuple[i
                     version: int = SYNTH_VERSION) -> dict:
     """Write the synthetic benchmark under ``out`` and return a summary.
 
-    ``size`` is (W, H), by default the version's (:data:`IMAGE_SIZE`). Source images go to the GTA5 layout, target train/val to the Cityscapes layout (Dark Zurich
+    ``size`` is (W, H), by default the version's (:data:`IMAGE_SIZE`). Source images go to the
+    GTA5 layout, target train/val to the Cityscapes layout (Dark Zurich
     with ``night``); ``synth.json`` describes the run (written first with ``complete: false``,
     rewritten at the end). ``workers`` > 1 renders in that many spawned processes (so a calling
     script needs the usual ``if __name__ == "__main__":`` guard); the files do not depend on it.
