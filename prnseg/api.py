@@ -101,21 +101,19 @@ def _config(config) -> Config:
 
 # ------------------------------------------------------------------------------------------- synth
 def synth(out: str | os.PathLike, *, source: int = 500, target: int = 500, val: int = 100,
-          size: str | Sequence[int] | None = None, seed: int = 0, night: bool = False, gap: float = 1.0,
+          size: str | Sequence[int] = "256x512", seed: int = 0, night: bool = False, gap: float = 1.0,
           version: int | None = None, preview: str | os.PathLike | None = None, workers: int | None = None,
           overwrite: bool = False, progress: bool = True, verbose: bool = True) -> dict:
     """Write the synthetic domain-shift benchmark (``prnseg synth``) to ``out``; ``size`` is
-    HEIGHTxWIDTH (``"256x512"`` or ``(256, 512)``; default the generator version's: 128x256 for
-    version 4, 256x512 for 2 and 3). Returns what ``synth.json`` records (counts,
+    HEIGHTxWIDTH (``"256x512"`` or ``(256, 512)``). Returns what ``synth.json`` records (counts,
     size as [W, H], layouts, generator version, timing)."""
     from prnseg.sizes import parse_hw
 
+    h, w = parse_hw(size, "--size")
     from prnseg.training.data.synthetic import SYNTH_VERSION, write_benchmark
 
-    hw = None if size is None else parse_hw(size, "--size")
     workers = max(1, min(2, os.cpu_count() or 1)) if workers is None else workers
-    wh = None if hw is None else (hw[1], hw[0])
-    info = write_benchmark(out, source, target, val, size=wh, seed=seed, night=night, preview=preview,
+    info = write_benchmark(out, source, target, val, size=(w, h), seed=seed, night=night, preview=preview,
                            workers=workers, progress=progress, gap=gap, overwrite=overwrite,
                            version=SYNTH_VERSION if version is None else version)
     if verbose:

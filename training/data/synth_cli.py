@@ -30,9 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", type=int, default=500, metavar="N",
                         help="target train images; their labels are only for measuring pseudo-labels (default 500)")
     parser.add_argument("--val", type=int, default=100, metavar="N", help="target val images (default 100)")
-    parser.add_argument("--size", default=None, metavar="HxW",
-                        help="image size, HEIGHTxWIDTH as everywhere in prnseg (default the version's: 128x256 "
-                             "for version 4, 256x512 for 2 and 3)")
+    parser.add_argument("--size", default="256x512", metavar="HxW",
+                        help="image size, HEIGHTxWIDTH as everywhere in prnseg (default 256x512)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default 0)")
     parser.add_argument("--night", action="store_true",
                         help="target is a night domain in the Dark Zurich layout instead of Cityscapes")
@@ -55,14 +54,13 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    h, w = parse_size(args.size) if args.size is not None else (0, 0)
-    size = None if args.size is None else (h, w)     # None: the generator version's own size
+    h, w = parse_size(args.size)
     if h > w:
         print(f"prnseg synth: note: --size {h}x{w} is HEIGHTxWIDTH: portrait images {w} wide and {h} high "
               f"(street scenes are usually wider: --size {w}x{h})", file=sys.stderr)
     from prnseg import api
 
-    info = api.synth(args.out, source=args.source, target=args.target, val=args.val, size=size, seed=args.seed,
+    info = api.synth(args.out, source=args.source, target=args.target, val=args.val, size=(h, w), seed=args.seed,
                      night=args.night, gap=args.gap, version=args.version, preview=args.preview,
                      workers=args.workers, overwrite=args.overwrite, progress=True)
     nxt = NEXT_COMMAND_NIGHT if info["night"] else NEXT_COMMAND

@@ -38,8 +38,8 @@ from .classes import (
     TERRAIN, TRAIN, TRUCK, VEGETATION, VOID, WALL,
 )
 from .layout import (
-    DOMAINS, GEOMETRY, IMAGE_SIZE, SOURCE_LAYOUT, SYNTH_VERSION, SYNTH_VERSIONS, TARGET_LAYOUT, DomainStyle, Geometry,
-    Layout, domain_style, geometry, image_size,
+    DOMAINS, GEOMETRY, SOURCE_LAYOUT, SYNTH_VERSION, SYNTH_VERSIONS, TARGET_LAYOUT, DomainStyle, Geometry, Layout,
+    domain_style, geometry,
 )
 from .looks import CAMERA_FULL_LOOK, CAMERA_LOOK, CAMERA_STRENGTH, NIGHT_LOOK, SOURCE_LOOK, Look, blend_looks
 from .paths import CITIES, SEQUENCES, benchmark_paths
@@ -50,7 +50,6 @@ from .write import SYNTH_FORMAT, write_benchmark
 
 __all__ = [
     "DOMAINS", "CITIES", "SEQUENCES", "SYNTH_VERSION", "SYNTH_VERSIONS", "Geometry", "GEOMETRY", "geometry",
-    "IMAGE_SIZE", "image_size",
     "SYNTH_FORMAT", "Look", "Layout", "DomainStyle", "MIN_SIZE", "MAX_SIZE",
     "SOURCE_LOOK", "CAMERA_LOOK", "CAMERA_FULL_LOOK", "CAMERA_STRENGTH", "NIGHT_LOOK", "SOURCE_LAYOUT", "TARGET_LAYOUT",
     "blend_looks", "domain_style", "render_scene", "image_seed", "benchmark_paths", "write_benchmark", "write_preview",

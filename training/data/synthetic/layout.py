@@ -95,17 +95,6 @@ GEOMETRY = {
 }
 
 
-# The image size (W, H) a version renders unless told otherwise: version 4 buys the small model
-# four times the iterations of version 3 in the same minutes by rendering a quarter of the pixels
-IMAGE_SIZE = {2: (512, 256), 3: (512, 256), 4: (256, 128)}
-
-
-def image_size(version: int) -> tuple[int, int]:
-    """The default (W, H) of generator ``version`` (a clear error for one that does not exist)."""
-    geometry(version)
-    return IMAGE_SIZE[int(version)]
-
-
 def geometry(version: int) -> Geometry:
     """The geometry of generator ``version``; a clear error for a version that does not exist."""
     try:

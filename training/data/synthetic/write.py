@@ -22,7 +22,7 @@ from prnseg.image_io import encode_image, write_image
 from prnseg.labels import CITYSCAPES_CLASSES, NUM_CLASSES, trainid_to_labelid
 
 from .classes import VOID
-from .layout import SYNTH_VERSION, domain_style, geometry, image_size
+from .layout import SYNTH_VERSION, domain_style, geometry
 from .paths import benchmark_paths
 from .preview import write_preview
 from .render import check_size, image_seed, render_scene
@@ -99,14 +99,13 @@ def _describe(seed, counts, size, night, gap, complete, class_pixels=None, versi
 
 
 
-def write_benchmark(out, n_source: int, n_target: int, n_val: int, size: tuple[int, int] | None = None,
+def write_benchmark(out, n_source: int, n_target: int, n_val: int, size: tuple[int, int] = (512, 256),
                     seed: int = 0, night: bool = False, preview=None, workers: int = 1,
                     progress: bool = True, gap: float = 1.0, overwrite: bool = False,
                     version: int = SYNTH_VERSION) -> dict:
     """Write the synthetic benchmark under ``out`` and return a summary.
 
-    ``size`` is (W, H), by default the version's (:data:`IMAGE_SIZE`). Source images go to the
-    GTA5 layout, target train/val to the Cityscapes layout (Dark Zurich
+    Source images go to the GTA5 layout, target train/val to the Cityscapes layout (Dark Zurich
     with ``night``); ``synth.json`` describes the run (written first with ``complete: false``,
     rewritten at the end). ``workers`` > 1 renders in that many spawned processes (so a calling
     script needs the usual ``if __name__ == "__main__":`` guard); the files do not depend on it.
@@ -114,7 +113,7 @@ def write_benchmark(out, n_source: int, n_target: int, n_val: int, size: tuple[i
     seconds and images per second.
     """
     out = Path(out)
-    w, h = check_size(image_size(version) if size is None else size)
+    w, h = check_size(size)
     _check_request(n_source, n_target, n_val, workers, night, gap, version, preview)
     _prepare_out(out, overwrite)
     counts = {"source": int(n_source), "target": int(n_target), "val": int(n_val)}
