@@ -46,13 +46,14 @@ class Plan:
     n_source: int
     n_target: int
     n_val: int
-    size_hw: tuple[int, int]
+    size_hw: tuple[int, int]        # the synthesized files
     source_only_iters: int
     prn_iters: int
     prn_start_iter: int
     label_batch: int
     crop: int = 128
     checkpoint_every: int = 50
+    train_hw: tuple[int, int] | None = None     # what training resizes them to (None: size_hw)
     # The PRN's refine head lowers pseudo-label mIoU on this benchmark (README, Results), so the
     # quickstart trains on the teacher's labels under the PRN's noise mask; --refine-labels
     # runs the full method instead.
@@ -111,7 +112,7 @@ def make_plan(budget_minutes: float, device: str, labels: int = 0) -> Plan:
     prn = int(0.7 * train / (step["prn"] + (step["prn_labels"] if labels else 0.0)))
     so, prn = max(100, min(so, 8000)), max(100, min(prn, 8000))
     return Plan(device=device, budget_minutes=budget_minutes, n_source=n_source, n_target=n_target,
-                n_val=n_val, size_hw=(128, 256), source_only_iters=so, prn_iters=prn,
+                n_val=n_val, size_hw=(256, 512), train_hw=(128, 256), source_only_iters=so, prn_iters=prn,
                 prn_start_iter=max(1, prn // 10), label_batch=8 if device.startswith("cuda") else 4, labels=labels)
 
 
@@ -163,7 +164,7 @@ class Quickstart:
         """The ``synthetic`` config on this quickstart's data, sizes and device (a checked Config)."""
         from prnseg import api
 
-        h, w = self.plan.size_hw
+        h, w = self.plan.train_hw or self.plan.size_hw
         cfg = api.load_config("synthetic")
         cfg.data.source.root, cfg.data.target.root = str(self.data / "gta"), str(self.data / "cityscapes")
         for split in (cfg.data.source, cfg.data.target, cfg.data.val):
@@ -284,7 +285,7 @@ class Quickstart:
 
     def next_commands(self) -> list[tuple[str, str]]:
         """(command, what it is for): each runs as printed."""
-        h, w = self.plan.size_hw
+        h, w = self.plan.train_hw or self.plan.size_hw
         cs = self.data / "cityscapes"
         train = " ".join([
             "prnseg train --config synthetic", f"--set data.source.root={self.data / 'gta'}",
@@ -420,6 +421,7 @@ def _load_or_make_plan(out: Path, budget: float | None, device: str, restart: bo
         try:
             doc = json.loads(path.read_text())
             doc["size_hw"] = tuple(doc["size_hw"])
+            doc["train_hw"] = tuple(doc["train_hw"]) if doc.get("train_hw") else None
             plan = Plan(**doc)
         except (ValueError, KeyError, TypeError):
             raise PrnsegError(f"{path}: not a plan this prnseg can resume (damaged, or written by another "

@@ -170,6 +170,15 @@ def test_adaptation_summary_calibration_and_readme_section(tmp_path):
     body = readme.read_text()
     assert "old numbers" not in body and body.startswith("intro\n") and body.endswith("outro\n")
     assert text in body
+    # an earlier version's table lives in its own section; --readme-section writes that one only
+    v3_begin, v3_end = adaptation.section_markers("bench/adaptation.py", "adaptation-results-v3")
+    readme.write_text(f"{adaptation.README_BEGIN}\nnew\n{adaptation.README_END}\n{v3_begin}\nold\n{v3_end}\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "adaptation.py"), "--from-json",
+                           str(tmp_path / "a.json"), "--readme", str(readme), "--readme-section",
+                           "adaptation-results-v3"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    body = readme.read_text()
+    assert "\nnew\n" in body and "\nold\n" not in body and body.index(v3_begin) < body.index(text)
 
 
 @pytest.mark.slow
