@@ -56,7 +56,7 @@ class DemoCore:
         refined = self.spec.raw.get("label_source", "prn_refined") == "prn_refined"
         self.label_source = "tta" if self.tta else "prn" if refined else "teacher"
         self.refines = self.label_source != "teacher"   # the labels can differ from the single pass: a changes view
-        self.has_prn = "prn" in self.spec.artefacts
+        self.has_prn = self.spec.has_prn
         self.noise_from_prn = not self.tta and self.spec.noise_source == "prn"
         self.noise_threshold = float(getattr(predictor, "noise_threshold", self.spec.noise_threshold))
         self.logit_adjustment = float(getattr(predictor, "logit_adjustment", 0.0) or 0.0)

@@ -136,6 +136,11 @@ class ModelSpec:
         return len(self.classes)
 
     @property
+    def has_prn(self) -> bool:
+        """Whether the model was exported with a PRN (its ``prn`` artefact), whatever its noise source."""
+        return "prn" in self.artefacts
+
+    @property
     def pad_value(self) -> np.ndarray:
         """uint8 RGB of the mean colour: padding that normalises to (almost exactly) zero."""
         return np.clip(np.round(np.asarray(self.mean)), 0, 255).astype(np.uint8)

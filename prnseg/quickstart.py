@@ -33,8 +33,8 @@ REPORT_FILE = "report.json"
 
 # Seconds per training step of the synthetic config's tiny model (128x128 crops) on a 2-core CPU,
 # one thread per run with two runs sharing the cores (measured; see README Results): the budget is
-# split using these. A step with labelled target images costs
-# ~1.55x a prn step (their teacher and student passes; measured on version 3).
+# split using these. A step with labelled target images costs ~1.55x a prn step (their teacher and
+# student passes; measured on version 3).
 CPU_STEP_SECONDS = {"source_only": 0.06, "prn": 0.21, "prn_labels": 0.33}
 # Share of the budget left to everything but training (synth, eval, export, labelling).
 FIXED_SECONDS_CPU = 90.0

@@ -157,7 +157,7 @@ def model_target(s: Settings, hw: tuple[int, int], log) -> Target:
 
         weights = str(spec.raw.get("checkpoint", {}).get("weights", "student"))
         cfg, model, prn, _ = load_models(s.checkpoint, weights=weights, device="cpu")
-        if (prn is None) != ("prn" not in spec.artefacts):
+        if (prn is None) == spec.has_prn:
             raise BenchError(f"--checkpoint {s.checkpoint}: {'has no' if prn is None else 'has a'} PRN but "
                              f"{s.model} was exported {'with' if prn is None else 'without'} one; pass the "
                              "checkpoint the model was exported from")
