@@ -5,7 +5,10 @@ Local engine: decode threads read and fit images into their bucket, the calling 
 them per bucket, an inference pool runs ``streams`` batches at once, and encode/write threads map
 outputs back, encode PNGs and write them. Every hand-over is bounded, so memory stays flat and
 the model never waits on the disk while decoded images are ready. Every batch is padded to the
-same size, so an image gets the same bytes whatever its neighbours, in either engine.
+same size, and a resumed run forms the batches an uninterrupted run formed: a finished image keeps
+its place in its batch (a :class:`Ghost`, decoded again only when its batch has an image to redo,
+never written). So a redone image runs with the same neighbours in the same place, and gets the
+same bytes even on a CPU whose kernels round an image differently by its place in the batch.
 """
 
 from __future__ import annotations
@@ -69,12 +72,30 @@ def full_batch(fitted: list[np.ndarray], size: int) -> np.ndarray:
 
 
 class Decoded(NamedTuple):
-    """One image read and fitted into its bucket, waiting for its batch."""
+    """One image read and fitted into its bucket, waiting for its batch (``ghost``: a finished
+    image decoded only to fill its old place in a resumed run's batch; never written)."""
 
     item: Item
     fitted: np.ndarray
     placement: Placement
     decode_s: float
+    ghost: bool = False
+
+
+class Ghost(NamedTuple):
+    """A finished image's place in its bucket's batches, from its manifest record."""
+
+    item: Item
+    bucket: Bucket
+
+
+def ghost_of(item: Item, record: dict | None) -> Ghost | None:
+    """The place holder of a finished image, or None where its record names no bucket (written
+    by an older prnseg: the batches of a resumed run then shift from it on)."""
+    hw = (record or {}).get("bucket")
+    if not (isinstance(hw, list) and len(hw) == 2 and all(isinstance(v, int) for v in hw)):
+        return None
+    return Ghost(item, Bucket(*hw))
 
 
 class BatchRun(NamedTuple):
@@ -121,10 +142,10 @@ def _by_size(groups: dict[Bucket, list[Decoded]]) -> list[Bucket]:
 
 
 class _Pending(NamedTuple):
-    """An image handed to the decode pool, in the prefetch window."""
+    """An image handed to the decode pool, in the prefetch window (a place holder: no future)."""
 
-    item: Item
-    future: Future
+    item: Item | Ghost
+    future: Future | None
 
 
 class LocalEngine:
@@ -147,9 +168,9 @@ class LocalEngine:
         stage's threads)."""
         workers, streams = self.opts.workers, self.predictor.streams
         prefetch = (streams + 1) * self.batch + workers
-        groups: dict[Bucket, list[Decoded]] = {}
+        groups: dict[Bucket, list[Decoded | Ghost]] = {}
         window: deque[_Pending] = deque()
-        todo = iter(self.plan.todo)
+        todo = iter(self._sequence())
         # Exit order matters: inference drains into the write pool, which drains before decode closes.
         with ThreadPoolExecutor(workers, thread_name_prefix="prnseg-decode") as decode_pool, \
                 ThreadPoolExecutor(workers, thread_name_prefix="prnseg-write") as write_pool, \
@@ -161,10 +182,11 @@ class LocalEngine:
                     self._refill(window, todo, decode_pool, prefetch)
                     entry = self._collect(pending)
                     if entry is not None:
-                        group = groups.setdefault(entry.placement.bucket, [])
+                        bucket = entry.bucket if isinstance(entry, Ghost) else entry.placement.bucket
+                        group = groups.setdefault(bucket, [])
                         group.append(entry)
                         if len(group) == self.batch:
-                            self._submit(groups.pop(entry.placement.bucket), infer_pool, write_pool)
+                            self._submit(groups.pop(bucket), infer_pool, write_pool)
                     if self.opts.over_failure_limit(self.journal.n_failed):
                         self.stop.set()
                 if not self.stop.is_set():
@@ -176,17 +198,29 @@ class LocalEngine:
                     pending.future.cancel()
         return self.times
 
+    def _sequence(self) -> Iterator[Item | Ghost]:
+        """The shard's images in order: those to do, and the finished ones as place holders."""
+        todo = {item.rel for item in self.plan.todo}
+        for item in self.plan.items:
+            if item.rel in todo:
+                yield item
+            else:
+                ghost = ghost_of(item, self.plan.finished.get(item.rel))
+                if ghost is not None:
+                    yield ghost
+
     def _add_time(self, stage: str, dt: float) -> None:
         with self._times_lock:
             self.times[stage] += dt
 
-    def _refill(self, window: deque[_Pending], todo: Iterator[Item], decode_pool: ThreadPoolExecutor,
+    def _refill(self, window: deque[_Pending], todo: Iterator[Item | Ghost], decode_pool: ThreadPoolExecutor,
                 prefetch: int) -> None:
         while len(window) < prefetch and not self.stop.is_set():
             item = next(todo, None)
             if item is None:
                 return
-            window.append(_Pending(item, decode_pool.submit(self._decode, item)))
+            future = None if isinstance(item, Ghost) else decode_pool.submit(self._decode, item)
+            window.append(_Pending(item, future))
 
     def _decode(self, item: Item) -> Decoded:
         t0 = time.perf_counter()
@@ -196,8 +230,11 @@ class LocalEngine:
         self._add_time("decode", dt)
         return Decoded(item, fitted, placement, dt)
 
-    def _collect(self, pending: _Pending) -> Decoded | None:
-        """The decoded image, or None after journalling why it could not be read."""
+    def _collect(self, pending: _Pending) -> Decoded | Ghost | None:
+        """The decoded image (a finished one's place holder), or None after journalling why it
+        could not be read."""
+        if pending.future is None:
+            return pending.item
         t0 = time.perf_counter()
         try:
             return pending.future.result()
@@ -207,20 +244,38 @@ class LocalEngine:
         finally:
             self._add_time("wait_decode", time.perf_counter() - t0)
 
-    def _submit(self, entries: list[Decoded], infer_pool: ThreadPoolExecutor, write_pool: ThreadPoolExecutor) -> None:
+    def _submit(self, entries: list[Decoded | Ghost], infer_pool: ThreadPoolExecutor,
+                write_pool: ThreadPoolExecutor) -> None:
+        if all(isinstance(e, Ghost) for e in entries):  # a batch of finished images: nothing to do
+            return
         self._infer_slots.acquire()
         infer_pool.submit(self._infer, entries, write_pool)
 
-    def _infer(self, entries: list[Decoded], write_pool: ThreadPoolExecutor) -> None:
+    def _fill(self, entries: list[Decoded | Ghost]) -> list[Decoded]:
+        """The batch with its place holders decoded (one that no longer reads is left out)."""
+        filled = []
+        for entry in entries:
+            if isinstance(entry, Ghost):
+                try:
+                    entry = self._decode(entry.item)._replace(ghost=True)
+                except Exception:
+                    continue
+            filled.append(entry)
+        return filled
+
+    def _infer(self, entries: list[Decoded | Ghost], write_pool: ThreadPoolExecutor) -> None:
         try:
             if self.journal.halted is not None:  # the disk stopped the run: no more inference
                 return
+            entries = self._fill(entries)
             t0 = time.perf_counter()
             runs = infer_isolating(self.predictor, entries, self.batch, self._infer_failed)
             dt = time.perf_counter() - t0
             self._add_time("infer", dt)
             for run in runs:
                 for j, entry in zip(run.indices, run.entries):
+                    if entry.ghost:
+                        continue
                     self._write_slots.acquire()
                     fut = write_pool.submit(self._write, entry, run.outputs, j, dt / len(entries))
                     fut.add_done_callback(self._release_write_slot)
@@ -228,6 +283,8 @@ class LocalEngine:
             self._infer_slots.release()
 
     def _infer_failed(self, entry: Decoded, exc: BaseException) -> None:
+        if entry.ghost:
+            return
         self.journal.fail(entry.item.rel, "infer", failure_reason(exc))
 
     def _release_write_slot(self, _future: Future) -> None:

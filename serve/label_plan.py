@@ -106,6 +106,7 @@ class Plan:
     collisions: list[Collision]
     refused: list[Refused]
     finished: dict[str, dict] = field(default_factory=dict)  # records of the images skipped as finished
+    items: list[Item] = field(default_factory=list)  # todo and finished, in order: the batches form over these
 
 
 def _identity(path) -> tuple[int, int] | None:
@@ -213,7 +214,7 @@ def make_plan(opts: LabelOptions) -> Plan:
         items.append(Item(rel, key))
     finished = _finished(opts, items)
     todo = [item for item in items if item.rel not in finished]
-    return Plan(opts, listed, todo, len(items) - len(todo), collisions, refused, finished)
+    return Plan(opts, listed, todo, len(items) - len(todo), collisions, refused, finished, items)
 
 
 def _finished(opts: LabelOptions, items: list[Item]) -> dict[str, dict]:

@@ -10,7 +10,8 @@ Three phases, shared by the local engine and the Ray engine (:mod:`prnseg.serve.
    line is appended (:mod:`~prnseg.serve.label_journal`: flushed at once, fsynced at least every
    0.5 s), so a SIGKILL at any moment leaves each image either finished or redone in full on the
    next run; stale temp files of this shard are removed first. Every batch is padded to the same
-   size, so a redone image gets the same bytes whatever its neighbours.
+   size, and a resumed run forms the batches of an uninterrupted one (a finished image keeps its
+   place), so a redone image runs with the same neighbours and gets the same bytes.
 2. **Run** (:mod:`~prnseg.serve.label_local`): decode threads read and fit images into their
    bucket, the calling thread batches them per bucket, an inference pool runs ``streams`` batches
    at once, and encode/write threads map outputs back, encode PNGs and write them. Every hand-over
