@@ -200,14 +200,11 @@ class LocalEngine:
 
     def _sequence(self) -> Iterator[Item | Ghost]:
         """The shard's images in order: those to do, and the finished ones as place holders."""
-        todo = {item.rel for item in self.plan.todo}
         for item in self.plan.items:
-            if item.rel in todo:
+            if item.rel not in self.plan.finished:
                 yield item
-            else:
-                ghost = ghost_of(item, self.plan.finished.get(item.rel))
-                if ghost is not None:
-                    yield ghost
+            elif (ghost := ghost_of(item, self.plan.finished[item.rel])) is not None:
+                yield ghost
 
     def _add_time(self, stage: str, dt: float) -> None:
         with self._times_lock:

@@ -101,12 +101,19 @@ class Refused(NamedTuple):
 class Plan:
     opts: LabelOptions
     listed: list[str]  # this shard's images (all of them, finished or not)
-    todo: list[Item]
-    skipped: int
+    items: list[Item]  # the listed images that can be labelled, in order: the batches form over these
     collisions: list[Collision]
     refused: list[Refused]
     finished: dict[str, dict] = field(default_factory=dict)  # records of the images skipped as finished
-    items: list[Item] = field(default_factory=list)  # todo and finished, in order: the batches form over these
+
+    @property
+    def todo(self) -> list[Item]:
+        """The images to (re)do: every item not finished."""
+        return [item for item in self.items if item.rel not in self.finished]
+
+    @property
+    def skipped(self) -> int:
+        return len(self.items) - len(self.todo)
 
 
 def _identity(path) -> tuple[int, int] | None:
@@ -212,9 +219,7 @@ def make_plan(opts: LabelOptions) -> Plan:
             continue
         seen[key] = rel
         items.append(Item(rel, key))
-    finished = _finished(opts, items)
-    todo = [item for item in items if item.rel not in finished]
-    return Plan(opts, listed, todo, len(items) - len(todo), collisions, refused, finished, items)
+    return Plan(opts, listed, items, collisions, refused, _finished(opts, items))
 
 
 def _finished(opts: LabelOptions, items: list[Item]) -> dict[str, dict]:

@@ -205,8 +205,11 @@ def test_sigkill_halfway_then_resume_is_byte_identical(exported_model, tmp_path)
     a, b = tree(full), tree(out)
     assert len(a) == 4 * len(rels)  # labels, noise, confidence, raw
     assert a.keys() == b.keys()
-    differ = {k: int((cv2.imdecode(np.frombuffer(a[k], np.uint8), -1) != cv2.imdecode(np.frombuffer(b[k], np.uint8),
-                                                                                 -1)).sum()) for k in a if a[k] != b[k]}
+
+    def pixels(data: bytes) -> np.ndarray:
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+
+    differ = {k: int((pixels(a[k]) != pixels(b[k])).sum()) for k in a if a[k] != b[k]}
     assert differ == {}, f"pixels that differ per file {differ}; {labelled_before} images were finished at the kill"
     assert temp_files(out) == []
     assert [r["path"] for r in manifest(out)] == sorted(rels) == [r["path"] for r in manifest(full)]
