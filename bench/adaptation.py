@@ -95,10 +95,12 @@ def isolated(function: str, *args, **kwargs):
 
 def ensure_benchmark(root: Path, synth: dict, version: int | None = None) -> None:
     """Write the synthetic benchmark at ``root`` (``synth``: :func:`prnseg.api.synth` options such
-    as ``source``, ``target``, ``val``, ``size``, ``seed``) unless a complete one of ``version`` is there.
+    as ``source``, ``target``, ``val``, ``size``, ``seed``, ``gap``) unless a complete one of ``version``
+    is there.
 
     A benchmark from another generator version (or an interrupted one) is written again: its
-    numbers would not be comparable with this version's.
+    numbers would not be comparable with this version's. So is one of another appearance gap, when
+    ``synth`` names one; without ``gap`` the benchmark there is taken at whatever gap it was written.
     """
     from prnseg.training.data.synthetic import SYNTH_VERSION
 
@@ -112,10 +114,12 @@ def ensure_benchmark(root: Path, synth: dict, version: int | None = None) -> Non
         meta = json.loads(marker.read_text())
     except ValueError:
         meta = {}
-    if meta.get("version") == version and meta.get("complete"):
+    gap_matches = "gap" not in synth or float(meta.get("gap", 1.0)) == float(synth["gap"])
+    if meta.get("version") == version and meta.get("complete") and gap_matches:
         return
-    print(f"{root}: not a complete benchmark of generator version {version} "
-          f"(found version {meta.get('version')}, complete={meta.get('complete')}); writing it again", flush=True)
+    wanted = f"generator version {version}" + (f", gap {synth['gap']:g}" if "gap" in synth else "")
+    print(f"{root}: not a complete benchmark of {wanted} (found version {meta.get('version')}, "
+          f"gap {meta.get('gap', 1.0):g}, complete={meta.get('complete')}); writing it again", flush=True)
     isolated("synth", root, version=version, overwrite=True, **synth)
 
 
@@ -195,13 +199,20 @@ def _ms(s: dict | None, scale: float = 100.0, digits: int = 1) -> str:
     return f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
 
 
+def _gap_note(benchmark: dict) -> str:
+    """The appearance gap, named only when it is not the generator's default."""
+    gap = benchmark.get("gap", 1.0)
+    return "" if gap == 1.0 else f", appearance gap {gap:g}"
+
+
 def report(doc: dict) -> str:
     """The Markdown the README's Results section holds, entirely from ``doc`` (the JSON)."""
     runs, summary = doc["runs"], doc["summary"]
     b = doc["benchmark"]
     seeds = sorted({r["seed"] for r in runs})
     lines = [f"Synthetic benchmark version {b['version']} ({b['sizes']['source']} source, {b['sizes']['target']} "
-             f"target train, {b['sizes']['val']} target val images at {b['image_size'][0]}x{b['image_size'][1]}), "
+             f"target train, {b['sizes']['val']} target val images at {b['image_size'][0]}x{b['image_size'][1]}"
+             f"{_gap_note(b)}), "
              f"`{b['config']}` config, seeds {', '.join(map(str, seeds))}; "
              f"mean ± std over each mode's seeds (sample std; a run that did not finish is absent). Produced by:", "",
              "```bash", doc.get("command", "python bench/adaptation.py"), "```", "",
@@ -367,6 +378,9 @@ def parse_args(argv=None):
     ap.add_argument("--data", default=None, help="synthetic benchmark root (default: OUT/data, written if missing)")
     ap.add_argument("--version", type=int, default=SYNTH_VERSION,
                     help=f"synthetic generator version (default {SYNTH_VERSION})")
+    ap.add_argument("--gap", type=float, default=None, metavar="G",
+                    help="appearance gap of the benchmark (prnseg synth --gap; default: 1.0 for a benchmark this "
+                         "writes, whatever gap the one at --data was written with otherwise)")
     ap.add_argument("--config", default="synthetic", help="training config for every mode (default synthetic)")
     ap.add_argument("--iters", type=int, default=None, help="iterations per mode (default: the config's)")
     ap.add_argument("--seeds", default="0", help="comma list of training seeds, e.g. 0,1,2 (default 0)")
@@ -426,7 +440,7 @@ def main(argv=None) -> int:
         modes.insert(0, "source_only")     # the warm start of the adaptation modes
     json_path = Path(args.json) if args.json else out / "adaptation.json"
 
-    ensure_benchmark(data, {"seed": 0}, args.version)
+    ensure_benchmark(data, {"seed": 0, **({"gap": args.gap} if args.gap is not None else {})}, args.version)
     held_out = out / "source_holdout"
     ensure_benchmark(held_out, {"seed": 1, "source": args.holdout_images, "target": 1, "val": 0}, args.version)
     meta = json.loads((data / "synth.json").read_text())
@@ -434,8 +448,9 @@ def main(argv=None) -> int:
     given = argv if argv is not None else sys.argv[1:]
     command = "python bench/adaptation.py " + " ".join(shlex.quote(a) for a in given if a != "--collect")
     doc = {"benchmark": {"version": meta["version"], "sizes": meta["counts"], "image_size": meta["size"],
-                         "data_seed": meta["seed"], "config": args.config, "overrides": args.overrides,
-                         "iters": args.iters, "adapt_iters": args.adapt_iters, "warm_start": args.warm_start},
+                         "data_seed": meta["seed"], "gap": meta.get("gap", 1.0), "config": args.config,
+                         "overrides": args.overrides, "iters": args.iters, "adapt_iters": args.adapt_iters,
+                         "warm_start": args.warm_start},
            "command": command, "runs": []}
     for seed in seeds:
         for mode in modes:

@@ -42,6 +42,30 @@ def test_adaptation_rewrites_a_benchmark_of_another_generator_version(tmp_path, 
     assert "writing it again" in capsys.readouterr().out
 
 
+def test_adaptation_rewrites_a_benchmark_of_another_gap_only_when_a_gap_is_asked_for(tmp_path, capsys):
+    adaptation = _load("adaptation")
+    root = tmp_path / "data"
+    args = {"source": 2, "target": 2, "val": 1, "size": "32x64", "seed": 1, "gap": 0.7}
+    adaptation.ensure_benchmark(root, args)
+    marker = root / "synth.json"
+    assert json.loads(marker.read_text())["gap"] == 0.7
+    first = marker.stat().st_mtime_ns
+
+    adaptation.ensure_benchmark(root, {k: v for k, v in args.items() if k != "gap"})   # no gap asked: kept
+    assert marker.stat().st_mtime_ns == first
+    assert "writing it again" not in capsys.readouterr().out
+
+    adaptation.ensure_benchmark(root, {**args, "gap": 1.0})
+    assert json.loads(marker.read_text())["gap"] == 1.0
+    assert "gap 0.7" in capsys.readouterr().out
+    benchmark = {"version": 4, "sizes": {"source": 5, "target": 5, "val": 2}, "image_size": [512, 256],
+                 "config": "synthetic"}
+    with_gap = adaptation.finish({"benchmark": {**benchmark, "gap": 0.7}, "runs": _hand_made_runs()})
+    assert "appearance gap 0.7" in adaptation.report(with_gap)
+    assert "appearance gap" not in adaptation.report(adaptation.finish({"benchmark": benchmark,
+                                                                        "runs": _hand_made_runs()}))
+
+
 def test_prn_variants_target_labels_batches_pair_each_image_with_its_own_label(synth_root):
     from prnseg.training.config import load_config
     from prnseg.training.data.builder import build_eval_dataset
