@@ -345,3 +345,23 @@ def test_logit_adjusted_self_training_resumes_exactly(synth_root, tmp_path):
     assert torch.allclose(straight.class_marginal.marginal, resumed.class_marginal.marginal, rtol=0, atol=1e-12)
     a, b = straight.student.state_dict(), resumed.student.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_init_seed_shares_the_initial_weights_and_train_seed_keeps_the_data_order(synth_root, tmp_path):
+    from prnseg.training.trainer import UDATrainer
+
+    def trainer(seed, init_seed=-1):
+        cfg = _cfg(synth_root, 2)
+        cfg.train.seed, cfg.train.init_seed = seed, init_seed
+        return UDATrainer(cfg, tmp_path / f"s{seed}i{init_seed}", progress=False)
+
+    def same(a, b):
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    base, other, shared = trainer(0), trainer(1), trainer(1, init_seed=0)
+    for name in ("student", "prn"):
+        assert not same(getattr(base, name).state_dict(), getattr(other, name).state_dict())
+        assert same(getattr(base, name).state_dict(), getattr(shared, name).state_dict())
+    first = [next(iter(t.build_loader()))["source"]["img"] for t in (base, other, shared)]
+    assert torch.equal(first[1], first[2]) and not torch.equal(first[0], first[2])
+    assert torch.equal(torch.rand(3, generator=other.generator), torch.rand(3, generator=shared.generator))

@@ -211,6 +211,10 @@ class TrainConfig:
     iters: int = 40000
     batch_size: int = 2  # per domain: B source + B target
     seed: int = 0
+    # the seed the networks' initial weights are drawn from; -1: train.seed. Runs that share it
+    # start from one set of weights, as runs that share a pretrained encoder do, and differ only
+    # in data order and augmentation (train.seed)
+    init_seed: int = -1
     eval_every: int = 4000
     checkpoint_every: int = 1000
     log_every: int = 50
@@ -287,6 +291,7 @@ RANGES = {
     "train.iters": (1, None, True, True), "train.batch_size": (1, None, True, True),
     "train.eval_every": (0, None, True, True), "train.checkpoint_every": (1, None, True, True),
     "train.log_every": (1, None, True, True), "train.threads": (0, None, True, True),
+    "train.init_seed": (-1, None, True, True),
     "data.target_labeled.prn_fraction": (0, 1, True, True),
 }
 

@@ -98,7 +98,8 @@ class UDATrainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.mode = cfg.uda.mode
         self.prn_step = PRNStep.from_config(cfg)
-        self._seed_everything(cfg.train.seed)
+        init_seed = cfg.train.init_seed if cfg.train.init_seed >= 0 else cfg.train.seed
+        self._seed_everything(init_seed)
 
         self.student = create_model_from_config(cfg.model).to(self.device)
         self.prn = None
@@ -108,6 +109,8 @@ class UDATrainer:
             if cfg.uda.contrastive.enabled:
                 self.proj = ProjectionHead(self.student.decode_head.channels,
                                            cfg.uda.contrastive.proj_channels).to(self.device)
+        if init_seed != cfg.train.seed:  # the weights are drawn; the rest of the run follows train.seed
+            self._seed_everything(cfg.train.seed)
         from prnseg.training.data.builder import build_labeled_target, split_labeled_target
 
         self.labeled_target = build_labeled_target(cfg)
