@@ -99,8 +99,10 @@ def ensure_benchmark(root: Path, synth: dict, version: int | None = None) -> Non
     is there.
 
     A benchmark from another generator version (or an interrupted one) is written again: its
-    numbers would not be comparable with this version's. So is one of another appearance gap, when
-    ``synth`` names one; without ``gap`` the benchmark there is taken at whatever gap it was written.
+    numbers would not be comparable with this version's. So is one of another appearance gap or
+    val count, when ``synth`` names one; without ``gap`` (``val``) the benchmark there is taken at
+    whatever gap (val count) it was written with. Every image is seeded on its own, so a benchmark
+    written again with more val images has the same train images: runs trained on it stay valid.
     """
     from prnseg.training.data.synthetic import SYNTH_VERSION
 
@@ -114,12 +116,15 @@ def ensure_benchmark(root: Path, synth: dict, version: int | None = None) -> Non
         meta = json.loads(marker.read_text())
     except ValueError:
         meta = {}
-    gap_matches = "gap" not in synth or float(meta.get("gap", 1.0)) == float(synth["gap"])
-    if meta.get("version") == version and meta.get("complete") and gap_matches:
+    found = {"gap": float(meta.get("gap", 1.0)), "val": (meta.get("counts") or {}).get("val")}
+    matches = all(found[k] == synth[k] for k in found if k in synth)
+    if meta.get("version") == version and meta.get("complete") and matches:
         return
-    wanted = f"generator version {version}" + (f", gap {synth['gap']:g}" if "gap" in synth else "")
+    wanted = f"generator version {version}" + (f", gap {synth['gap']:g}" if "gap" in synth else "") + \
+        (f", {synth['val']} val images" if "val" in synth else "")
     print(f"{root}: not a complete benchmark of {wanted} (found version {meta.get('version')}, "
-          f"gap {meta.get('gap', 1.0):g}, complete={meta.get('complete')}); writing it again", flush=True)
+          f"gap {found['gap']:g}, {found['val']} val images, complete={meta.get('complete')}); writing it again",
+          flush=True)
     isolated("synth", root, version=version, overwrite=True, **synth)
 
 
@@ -328,7 +333,8 @@ def run_config(mode: str, seed: int, args, data: Path, out: Path):
               "train.seed": seed, "train.threads": args.threads, "train.eval_every": 0, **extra}
     if kind:      # the oracle reads the target train split with its labels, at the source's resize
         values["data.source.kind"] = kind
-    cfg = api.override(api.load_config(args.config, values), args.overrides)
+    cfg = api.override(api.load_config(args.config, values),
+                       args.overrides + (args.adapt_overrides if mode in ADAPT_MODES else []))
     iters = args.adapt_iters if mode in ADAPT_MODES and args.adapt_iters else args.iters
     if iters:
         cfg.train.iters = iters
@@ -336,6 +342,16 @@ def run_config(mode: str, seed: int, args, data: Path, out: Path):
         same_seed = out / f"seed{seed}" / "source_only" / "last.pt"
         cfg.train.init_from = str(same_seed if args.warm_start == "source_only" else Path(args.warm_start))
     return cfg
+
+
+def trained(run_dir: Path, iters: int) -> dict | None:
+    """The summary of a run that finished training but has no run.json (its evaluation was cut
+    short, or the benchmark's val split grew since): it is evaluated, not trained again."""
+    path = run_dir / "summary.json"
+    if not (run_dir / "last.pt").exists() or not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    return summary if summary.get("step") == iters else None
 
 
 def run_one(mode: str, seed: int, args, data: Path, held_out: Path, out: Path) -> dict:
@@ -346,13 +362,18 @@ def run_one(mode: str, seed: int, args, data: Path, held_out: Path, out: Path) -
     if args.collect:
         return {}
     cfg = run_config(mode, seed, args, data, out)
-    resume = (run_dir / "last.pt").exists()
-    t0 = time.perf_counter()
-    say(f"train {mode} (config {cfg.name}, uda.mode={cfg.uda.mode}, seed {seed}, {cfg.train.iters} iterations"
-        f"{', resuming' if resume else ''}) -> {run_dir}")
-    isolated("train", cfg, run_dir, resume=resume)
-    wall = time.perf_counter() - t0
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = trained(run_dir, cfg.train.iters)
+    wall = None
+    if summary is None:
+        resume = (run_dir / "last.pt").exists()
+        t0 = time.perf_counter()
+        say(f"train {mode} (config {cfg.name}, uda.mode={cfg.uda.mode}, seed {seed}, {cfg.train.iters} iterations"
+            f"{', resuming' if resume else ''}) -> {run_dir}")
+        isolated("train", cfg, run_dir, resume=resume)
+        wall = time.perf_counter() - t0
+        summary = json.loads((run_dir / "summary.json").read_text())
+    else:
+        say(f"{run_dir}: trained ({cfg.train.iters} iterations), not evaluated; evaluating")
     ckpt = run_dir / "last.pt"
     m = evaluate(ckpt, data / "cityscapes", run_dir / "eval.json")
     src = evaluate(ckpt, held_out / "gta", run_dir / "eval_source.json", kind="gta", split="all")
@@ -405,6 +426,12 @@ def parse_args(argv=None):
                          "the same seed's source_only result of this run, 'none' = from scratch)")
     ap.add_argument("--adapt-iters", type=int, default=None,
                     help="iterations of self_training / prn (default: --iters)")
+    ap.add_argument("--adapt-set", dest="adapt_overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config overrides for the adaptation modes only (after --set), e.g. "
+                         "uda.pseudo_weight_mode=per_pixel: source_only and the oracle stay the runs they are")
+    ap.add_argument("--val-images", type=int, default=None, metavar="N",
+                    help="target val images of the benchmark (prnseg synth --val; default: 100 for a benchmark "
+                         "this writes, whatever count the one at --data has otherwise)")
     ap.add_argument("--json", default=None, metavar="FILE", help="write the runs and summary here "
                     "(default OUT/adaptation.json)")
     ap.add_argument("--readme", default=None, metavar="README.md",
@@ -440,7 +467,9 @@ def main(argv=None) -> int:
         modes.insert(0, "source_only")     # the warm start of the adaptation modes
     json_path = Path(args.json) if args.json else out / "adaptation.json"
 
-    ensure_benchmark(data, {"seed": 0, **({"gap": args.gap} if args.gap is not None else {})}, args.version)
+    spec = {"seed": 0, **({"gap": args.gap} if args.gap is not None else {}),
+            **({"val": args.val_images} if args.val_images is not None else {})}
+    ensure_benchmark(data, spec, args.version)
     held_out = out / "source_holdout"
     ensure_benchmark(held_out, {"seed": 1, "source": args.holdout_images, "target": 1, "val": 0}, args.version)
     meta = json.loads((data / "synth.json").read_text())
@@ -449,7 +478,8 @@ def main(argv=None) -> int:
     command = "python bench/adaptation.py " + " ".join(shlex.quote(a) for a in given if a != "--collect")
     doc = {"benchmark": {"version": meta["version"], "sizes": meta["counts"], "image_size": meta["size"],
                          "data_seed": meta["seed"], "gap": meta.get("gap", 1.0), "config": args.config,
-                         "overrides": args.overrides, "iters": args.iters, "adapt_iters": args.adapt_iters,
+                         "overrides": args.overrides, "adapt_overrides": args.adapt_overrides,
+                         "iters": args.iters, "adapt_iters": args.adapt_iters,
                          "warm_start": args.warm_start},
            "command": command, "runs": []}
     for seed in seeds:

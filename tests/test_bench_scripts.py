@@ -66,6 +66,43 @@ def test_adaptation_rewrites_a_benchmark_of_another_gap_only_when_a_gap_is_asked
                                                                         "runs": _hand_made_runs()}))
 
 
+def test_adaptation_grows_the_val_split_only_when_asked_and_keeps_the_train_images(tmp_path, capsys):
+    adaptation = _load("adaptation")
+    root = tmp_path / "data"
+    args = {"source": 2, "target": 2, "val": 1, "size": "32x64", "seed": 1}
+    adaptation.ensure_benchmark(root, args)
+    train = sorted((root / "cityscapes" / "leftImg8bit" / "train").rglob("*.png"))
+    before = [p.read_bytes() for p in train]
+    adaptation.ensure_benchmark(root, {k: v for k, v in args.items() if k != "val"})   # no count asked: kept
+    assert "writing it again" not in capsys.readouterr().out
+
+    adaptation.ensure_benchmark(root, {**args, "val": 3})
+    assert "1 val images" in capsys.readouterr().out
+    assert json.loads((root / "synth.json").read_text())["counts"]["val"] == 3
+    assert len(list((root / "cityscapes" / "leftImg8bit" / "val").rglob("*.png"))) == 3
+    assert [p.read_bytes() for p in train] == before
+
+
+def test_adaptation_evaluates_a_trained_run_without_training_it_and_adapt_set_reaches_only_adaptations(tmp_path):
+    adaptation = _load("adaptation")
+    run = tmp_path / "seed0" / "source_only"
+    run.mkdir(parents=True)
+    assert adaptation.trained(run, 10) is None
+    (run / "summary.json").write_text(json.dumps({"step": 10, "median_step_seconds": 0.1}))
+    assert adaptation.trained(run, 10) is None            # no checkpoint
+    (run / "last.pt").write_bytes(b"weights")
+    assert adaptation.trained(run, 10)["step"] == 10
+    assert adaptation.trained(run, 20) is None            # stopped short of the schedule: resumed instead
+
+    args = adaptation.parse_args(["--set", "train.init_seed=0", "--adapt-set", "uda.pseudo_weight_mode=per_pixel",
+                                  "--adapt-iters", "7", "--iters", "9"])
+    data = tmp_path / "data"
+    source = adaptation.run_config("source_only", 1, args, data, tmp_path)
+    adapt = adaptation.run_config("self_training", 1, args, data, tmp_path)
+    assert (source.uda.pseudo_weight_mode, source.train.init_seed, source.train.iters) == ("batch_ratio", 0, 9)
+    assert (adapt.uda.pseudo_weight_mode, adapt.train.init_seed, adapt.train.iters) == ("per_pixel", 0, 7)
+
+
 def test_prn_variants_target_labels_batches_pair_each_image_with_its_own_label(synth_root):
     from prnseg.training.config import load_config
     from prnseg.training.data.builder import build_eval_dataset
