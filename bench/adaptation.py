@@ -379,7 +379,9 @@ def run_one(mode: str, seed: int, args, data: Path, held_out: Path, out: Path) -
     src = evaluate(ckpt, held_out / "gta", run_dir / "eval_source.json", kind="gta", split="all")
     row = {"mode": mode, "seed": seed, "iters": summary.get("step"), "target_miou": m["miou"],
            "source_val_miou": src["miou"], "step_s": summary.get("median_step_seconds"),
-           "peak_rss_mb": summary.get("peak_rss_mb"), "wall_s": wall, "per_class_iou": m["per_class_iou"]}
+           "peak_rss_mb": summary.get("peak_rss_mb"), "per_class_iou": m["per_class_iou"]}
+    if wall is not None:      # timed only when trained here
+        row["wall_s"] = wall
     pl = m.get("pseudo_labels")
     if pl:
         row.update(pl_raw_miou=pl["raw"]["miou"], pl_refined_miou=pl["refined"]["miou"],
