@@ -358,7 +358,8 @@ def run_one(mode: str, seed: int, args, data: Path, held_out: Path, out: Path) -
     run_dir = out / f"seed{seed}" / mode
     done = run_dir / "run.json"
     if done.exists():
-        return {**json.loads(done.read_text()), "mode": mode}   # the folder names the mode
+        row = {k: v for k, v in json.loads(done.read_text()).items() if v is not None}
+        return {**row, "mode": mode}   # the folder names the mode
     if args.collect:
         return {}
     cfg = run_config(mode, seed, args, data, out)
