@@ -365,3 +365,19 @@ def test_init_seed_shares_the_initial_weights_and_train_seed_keeps_the_data_orde
     first = [next(iter(t.build_loader()))["source"]["img"] for t in (base, other, shared)]
     assert torch.equal(first[1], first[2]) and not torch.equal(first[0], first[2])
     assert torch.equal(torch.rand(3, generator=other.generator), torch.rand(3, generator=shared.generator))
+
+
+def test_pseudo_label_margins_zero_the_target_weight_of_those_crop_rows(synth_root, tmp_path):
+    from prnseg.training.trainer import UDATrainer
+
+    cfg = _cfg(synth_root, 2, mode="self_training")
+    cfg.uda.pseudo_margins = [4, 30, 0, 0]
+    cfg.uda.jitter_apply_prob = cfg.uda.blur_apply_prob = 0.0
+    trainer = UDATrainer(cfg, tmp_path / "run", progress=False)
+    batch = next(iter(trainer.build_loader()))
+    x_s, y_s, x_t = batch["source"]["img"], batch["source"]["gt"], batch["target"]["img"]
+    b, _, h, w = x_t.shape
+    pseudo = torch.zeros(b, h, w, dtype=torch.long)
+    log = {}
+    trainer._target_part(x_s, y_s, x_t, pseudo, torch.ones(b, h, w), None, None, log)
+    assert float(log["pseudo_weight"]) == pytest.approx((h - 34) / h)

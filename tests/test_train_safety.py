@@ -23,6 +23,7 @@ from prnseg.training.config import load_config
     ("prn.noise_threshold=1.5", "'prn.noise_threshold' = 1.5; must be in [0, 1]"),
     ("data.crop=[0,128]", "'data.crop' = [0, 128]; must be 2 integers >= 1"),
     ("prn.eps_low=0.5", "'prn.eps_low' = 0.5 > 'prn.eps_high' = 0.2"),
+    ("uda.pseudo_margins=[64,64,0,0]", "leaves no pixel of the 128x128 'data.crop' for the target loss"),
 ])
 def test_config_values_are_range_checked(override, message):
     with pytest.raises(ConfigError) as err:

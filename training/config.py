@@ -318,6 +318,12 @@ def check_ranges(cfg: "Config") -> "Config":
         value = getattr(getattr(cfg, head), leaf)
         if len(value) != n or any(v < lo for v in value):
             raise ConfigError(f"config key '{key}' = {value!r}; must be {n} integers >= {lo}")
+    top, bottom, left, right = cfg.uda.pseudo_margins
+    (crop_h, crop_w), mode = cfg.data.crop, cfg.uda.mode
+    if mode != "source_only" and (top + bottom >= crop_h or left + right >= crop_w):
+        raise ConfigError(f"config key 'uda.pseudo_margins' = {cfg.uda.pseudo_margins!r} (top, bottom, left, right) "
+                          f"leaves no pixel of the {crop_h}x{crop_w} 'data.crop' for the target loss; "
+                          "--set uda.pseudo_margins=[0,0,0,0] or a larger crop")
     betas = cfg.optim.betas
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         raise ConfigError(f"config key 'optim.betas' = {betas!r}; must be 2 numbers in [0, 1)")
