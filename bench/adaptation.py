@@ -354,12 +354,17 @@ def trained(run_dir: Path, iters: int) -> dict | None:
     return summary if summary.get("step") == iters else None
 
 
+def measured(row: dict) -> dict:
+    """A run's row without what it did not measure (a run evaluated without training here has no
+    wall time): absent, not null, in run.json and the JSON alike."""
+    return {k: v for k, v in row.items() if v is not None}
+
+
 def run_one(mode: str, seed: int, args, data: Path, held_out: Path, out: Path) -> dict:
     run_dir = out / f"seed{seed}" / mode
     done = run_dir / "run.json"
     if done.exists():
-        row = {k: v for k, v in json.loads(done.read_text()).items() if v is not None}
-        return {**row, "mode": mode}   # the folder names the mode
+        return {**measured(json.loads(done.read_text())), "mode": mode}   # the folder names the mode
     if args.collect:
         return {}
     cfg = run_config(mode, seed, args, data, out)
@@ -380,9 +385,7 @@ def run_one(mode: str, seed: int, args, data: Path, held_out: Path, out: Path) -
     src = evaluate(ckpt, held_out / "gta", run_dir / "eval_source.json", kind="gta", split="all")
     row = {"mode": mode, "seed": seed, "iters": summary.get("step"), "target_miou": m["miou"],
            "source_val_miou": src["miou"], "step_s": summary.get("median_step_seconds"),
-           "peak_rss_mb": summary.get("peak_rss_mb"), "per_class_iou": m["per_class_iou"]}
-    if wall is not None:      # timed only when trained here
-        row["wall_s"] = wall
+           "peak_rss_mb": summary.get("peak_rss_mb"), "wall_s": wall, "per_class_iou": m["per_class_iou"]}
     pl = m.get("pseudo_labels")
     if pl:
         row.update(pl_raw_miou=pl["raw"]["miou"], pl_refined_miou=pl["refined"]["miou"],
@@ -390,6 +393,7 @@ def run_one(mode: str, seed: int, args, data: Path, held_out: Path, out: Path) -
     if mode in ADAPT_MODES:
         row["teacher_miou"] = evaluate(ckpt, data / "cityscapes", run_dir / "eval_teacher.json",
                                        weights="teacher")["miou"]
+    row = measured(row)
     write_json(done, row)
     return row
 
