@@ -376,7 +376,7 @@ def run_one(mode: str, seed: int, args, data: Path, held_out: Path, out: Path) -
         say(f"train {mode} (config {cfg.name}, uda.mode={cfg.uda.mode}, seed {seed}, {cfg.train.iters} iterations"
             f"{', resuming' if resume else ''}) -> {run_dir}")
         isolated("train", cfg, run_dir, resume=resume)
-        wall = time.perf_counter() - t0
+        wall = None if resume else time.perf_counter() - t0   # a resumed run's time would be its last part's
         summary = json.loads((run_dir / "summary.json").read_text())
     else:
         say(f"{run_dir}: trained ({cfg.train.iters} iterations), not evaluated; evaluating")

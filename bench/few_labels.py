@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from adaptation import (evaluate, isolated, mean_std, report_from_json, say, section_markers,  # noqa: E402
-                        significance, update_readme, write_json)
+from adaptation import (evaluate, isolated, mean_std, measured, report_from_json, say,  # noqa: E402
+                        section_markers, significance, update_readme, write_json)
 
 STRATEGIES = ("suggest", "random", "suggest_split")
 DEFAULT_STRATEGIES = ("suggest", "random")
@@ -118,7 +118,7 @@ def run_one(seed: int, k: int, strategy: str, listed: list[str], args, data: Pat
     say(f"train prn with {k} labelled target images ({strategy}, seed {seed}{', resuming' if resume else ''}) "
         f"-> {run_dir}")
     isolated("train", cfg, run_dir, resume=resume)   # a fresh interpreter per run, as adaptation.py's runs
-    wall = time.perf_counter() - t0
+    wall = None if resume else time.perf_counter() - t0   # a resumed run's time would be its last part's
     evaluate(run_dir / "last.pt", data / "cityscapes", run_dir / "eval.json", refine_sweep=ARGMAX_SWEEP)
     return write_row(done, eval_row(run_dir / "eval.json", seed, k, strategy, wall))
 
@@ -134,6 +134,7 @@ def eval_row(eval_json: Path, seed: int, k: int, strategy: str, wall: float | No
 
 
 def write_row(path: Path, row: dict) -> dict:
+    row = measured(row)
     write_json(path, row)
     return row
 

@@ -440,3 +440,44 @@ def test_logit_adjust_scores_adjusted_labels_against_raw_on_hand_made_maps():
     # a given prior (the recorded one) replaces the images' own: a uniform prior changes nothing
     flat = la.seed_row(p, p, gt, [0.5], prior=np.array([0.5, 0.5]))
     assert flat["miou_raw_la0.5"] == flat["miou_raw"]
+
+
+def _fake_training(module, monkeypatch, steps: int):
+    """Stand-ins for the bench's training and scoring subprocesses: training writes what a finished
+    run leaves (checkpoint, summary), scoring a minimal eval.json."""
+    def isolated(function, cfg, run_dir, resume=False):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "last.pt").write_bytes(b"weights")
+        (run_dir / "summary.json").write_text(json.dumps({"step": steps, "median_step_seconds": 0.1}))
+
+    def evaluate(ckpt, data, json_path, **options):
+        m = {"miou": 0.5, "per_class_iou": {"road": 0.5}, "pseudo_labels": {
+            "raw": {"miou": 0.4}, "refined": {"miou": 0.41}, "noise_detector": {"auroc": 0.8},
+            "confidence_baseline": {"auroc": 0.9}}}
+        json_path.write_text(json.dumps(m))
+        return m
+
+    monkeypatch.setattr(module, "isolated", isolated)
+    monkeypatch.setattr(module, "evaluate", evaluate)
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_a_resumed_run_reports_no_wall_time_instead_of_its_last_part(tmp_path, monkeypatch, resumed):
+    """The wall time of a run trained in parts would be only its last part's: such a row has none."""
+    adaptation, few = _load("adaptation"), _load("few_labels")
+    _fake_training(adaptation, monkeypatch, 9)
+    _fake_training(few, monkeypatch, 7)
+    args = adaptation.parse_args(["--iters", "9", "--adapt-iters", "7"])
+    run = tmp_path / "seed0" / "source_only"
+    few_run = tmp_path / "few_labels" / "seed0" / "random_k5"
+    if resumed:   # a checkpoint short of the schedule: the bench resumes it
+        for d in (run, few_run):
+            d.mkdir(parents=True)
+            (d / "last.pt").write_bytes(b"part")
+    row = adaptation.run_one("source_only", 0, args, tmp_path / "data", tmp_path / "held", tmp_path)
+    few_args = few.parse_args(["--out", str(tmp_path), "--adapt-iters", "7"])
+    few_row = few.run_one(0, 5, "random", ["a.png"], few_args, tmp_path / "data", tmp_path)
+    for r, path in ((row, run / "run.json"), (few_row, few_run / "run.json")):
+        on_disk = json.loads(path.read_text())
+        assert ("wall_s" in r, "wall_s" in on_disk) == (not resumed, not resumed)
+        assert r["target_miou"] == on_disk["target_miou"] == 0.5
