@@ -190,7 +190,9 @@ def report(doc: dict) -> str:
     for group, s in sorted(doc["summary"].items(), key=lambda kv: (int(kv[0].rsplit("_k", 1)[1]), kv[0])):
         strategy, k = group.rsplit("_k", 1)
         rs = [r for r in doc["runs"] if f"{r['strategy']}_k{r['k']}" == group]
-        walls = ", ".join(f"{r['wall_s'] / 60:.1f}" for r in rs if r.get("wall_s"))
+        # in the seeds' order; "-" for a run without one (resumed, so only its last part was timed)
+        walls = ", ".join(f"{r['wall_s'] / 60:.1f}" if r.get("wall_s") else "-" for r in rs) \
+            if any(r.get("wall_s") for r in rs) else "-"
         argmax = f" (PRN argmax {_ms(s['pl_prn_argmax_miou'])})" if s.get("pl_prn_argmax_miou") else ""
         lines.append(f"| {k} | {'-' if k == '0' else strategy} | {', '.join(str(r['seed']) for r in rs)} | "
                      f"{_ms(s.get('target_miou'))} | {_ms(s.get('pl_raw_miou'))} -> "

@@ -481,3 +481,13 @@ def test_a_resumed_run_reports_no_wall_time_instead_of_its_last_part(tmp_path, m
         on_disk = json.loads(path.read_text())
         assert ("wall_s" in r, "wall_s" in on_disk) == (not resumed, not resumed)
         assert r["target_miou"] == on_disk["target_miou"] == 0.5
+
+
+def test_few_labels_wall_times_keep_the_seeds_places_where_a_run_has_none():
+    few = _load("few_labels")
+    rows = [{**r, "wall_s": None} if (r["seed"], r["strategy"]) == (1, "random") else r for r in _few_label_rows()]
+    doc = few.summarise({"benchmark": {"version": 4, "seeds": [0, 1, 2]}, "command": "c", "runs": rows,
+                         "self_training": []})
+    lines = few.report(doc).splitlines()
+    assert [ln.rsplit("|", 2)[1].strip() for ln in lines if ln.startswith(("| 0 |", "| 10 |"))] == \
+        ["-", "10.0, -, 10.0", "10.0, 10.0, 10.0"]
