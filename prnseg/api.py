@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from prnseg.checks import check_checkpoint, check_dir
 from prnseg.errors import PrnsegError
+from prnseg.extras import missing_extra, require
 
 if TYPE_CHECKING:
     from prnseg.bench.settings import Settings
@@ -161,6 +162,7 @@ def train(config: Config | str, out: str | os.PathLike | None = None, *, resume:
     cfg = _config(config)
     out = Path(out) if out is not None else Path("runs") / cfg.name
     _check_train_inputs(cfg, out, resume)
+    require("train", "training")
     created = not out.exists()
     try:
         ckpt = _fit(cfg, out, resume, progress, verbose)
@@ -232,6 +234,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, *, kind: st
     if max_images < 0:
         raise PrnsegError(f"--max-images must be >= 0, got {max_images}")
     sweep = _sweep_values(refine_sweep)
+    require("train", "evaluation")
     from prnseg.training.evaluate import evaluate_checkpoint, format_metrics
 
     metrics = evaluate_checkpoint(checkpoint, data, kind=kind, split=split, weights=weights, classes=classes,
@@ -290,6 +293,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, *, weights: st
         check_dir(calib, "--calib")
     if max_batch < 1:
         raise PrnsegError(f"--max-batch {max_batch}: must be >= 1")
+    require("export", "export")
     from prnseg.export.exporter import export_model
 
     model_dir = Path(export_model(checkpoint, out, weights=weights, sizes=sizes, max_batch=max_batch, fp16=fp16,
@@ -507,11 +511,15 @@ def _isolated_main(conn, function: Callable, args: tuple, kwargs: dict, output_f
     except KeyboardInterrupt:
         message = ("interrupted", None)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, traceback printed here
-        import traceback
+        extra = missing_extra(exc, f"prnseg.api.{getattr(function, '__name__', function)}")
+        if extra is not None:
+            message = ("error", str(extra))
+        else:
+            import traceback
 
-        traceback.print_exc()
-        text = str(exc).strip().splitlines()
-        message = ("error", f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__)
+            traceback.print_exc()
+            text = str(exc).strip().splitlines()
+            message = ("error", f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -14,6 +14,7 @@ import sys
 
 from prnseg import __version__
 from prnseg.errors import PrnsegError, debug_enabled, print_debug_traceback
+from prnseg.extras import missing_extra
 
 # mode -> (module implementing it, one-line help). A mode is listed only once it works.
 MODES: dict[str, tuple[str, str]] = {
@@ -62,10 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     run = _entry(args.mode, "run_{}", "run")
     try:
         return int(run(args) or 0)
-    except PrnsegError as exc:
+    except (PrnsegError, ModuleNotFoundError) as exc:
+        error = missing_extra(exc, "this command") if isinstance(exc, ModuleNotFoundError) else exc
+        if error is None:   # not an extra's module: a bug, with its traceback
+            raise
         if debug_enabled():  # PRNSEG_DEBUG=1: the traceback behind the one-line error
             print_debug_traceback(exc)
-        print(f"prnseg {args.mode}: error: {exc}", file=sys.stderr)
+        print(f"prnseg {args.mode}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"prnseg {args.mode}: interrupted", file=sys.stderr)

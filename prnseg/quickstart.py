@@ -26,6 +26,7 @@ from pathlib import Path
 
 from prnseg.devices import resolve_device
 from prnseg.errors import PrnsegError
+from prnseg.extras import require
 
 DEFAULT_OUT = "prnseg-quickstart"
 PLAN_FILE = "quickstart.json"
@@ -474,6 +475,7 @@ def quickstart(out: Path, *, budget_minutes: float | None = None, device: str | 
     if labels < 0:
         raise PrnsegError(f"--labels {labels}: give the number of images to label, at least 1 (or 0: no loop)")
     check_out(out)
+    require("export", "the quickstart (it trains, then exports)")
     device = resolve_device(device).short    # cpu, cuda, cuda:N: the form the plan records
     plan = _load_or_make_plan(out, budget_minutes, device, restart, tiny, refine_labels, labels)
     qs = Quickstart(out, plan, progress=progress)
