@@ -8,14 +8,13 @@ import importlib.util
 
 from prnseg.errors import PrnsegError
 
-#: the modules each extra brings that prnseg imports (pyproject.toml's optional-dependencies)
+#: the modules of an extra (pyproject.toml's optional-dependencies) that a command checks up front;
+#: the demo and ``--engine ray`` check theirs where they import them
 EXTRAS: dict[str, tuple[str, ...]] = {
     "train": ("torch", "transformers"),
     "export": ("torch", "transformers", "onnx"),
-    "demo": ("gradio",),
-    "ray": ("ray",),
 }
-#: the smallest extra that brings a module
+#: the smallest extra that brings a module, for an import that fails deeper down
 MODULE_EXTRA = {"torch": "train", "transformers": "train", "onnx": "export", "onnxscript": "export",
                 "onnxconverter_common": "export", "gradio": "demo", "ray": "ray"}
 
