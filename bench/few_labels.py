@@ -197,7 +197,7 @@ def report(doc: dict) -> str:
         lines.append(f"| {k} | {'-' if k == '0' else strategy} | {', '.join(str(r['seed']) for r in rs)} | "
                      f"{_ms(s.get('target_miou'))} | {_ms(s.get('pl_raw_miou'))} -> "
                      f"{_ms(s.get('pl_written_miou'))}{argmax} | "
-                     f"{_ms(s.get('noise_auroc'))} ({_ms(s.get('softmax_auroc'))}) | {walls or '-'} |")
+                     f"{_ms(s.get('noise_auroc'))} ({_ms(s.get('softmax_auroc'))}) | {walls} |")
     st = [r["target_miou"] for r in doc.get("self_training", [])]
     if st:
         lines += ["", f"self_training (no labels) on the same seeds: {_ms(mean_std(st))}."]
