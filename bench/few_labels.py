@@ -32,11 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adaptation import (evaluate, isolated, mean_std, measured, report_from_json, say,  # noqa: E402
                         section_markers, significance, update_readme, write_json)
 
-STRATEGIES = ("suggest", "random", "suggest_split")
+#: strategy -> (where its K images come from, the share of them kept from the student for the PRN
+#: alone: data.target_labeled.prn_fraction). suggest_split gives the PRN half, so it learns from
+#: images its teacher never fits; suggest_prn / random_prn give it all of them, so the labels reach
+#: the student only through the PRN's refined pseudo-labels (the method's own route)
+STRATEGIES = {"suggest": ("suggest", 0.0), "random": ("random", 0.0), "suggest_split": ("suggest", 0.5),
+              "suggest_prn": ("suggest", 1.0), "random_prn": ("random", 1.0)}
 DEFAULT_STRATEGIES = ("suggest", "random")
-#: suggest_split: the suggested images, half of them kept from the student for the PRN alone
-#: (data.target_labeled.prn_fraction), so the PRN learns from images its teacher never fits
-STRATEGY_OVERRIDES = {"suggest_split": {"data.target_labeled.prn_fraction": 0.5}}
+STRATEGY_OVERRIDES = {s: {"data.target_labeled.prn_fraction": f} for s, (_, f) in STRATEGIES.items() if f}
 METRICS = ("target_miou", "pl_raw_miou", "pl_written_miou", "pl_prn_argmax_miou", "noise_auroc", "softmax_auroc",
            "wall_s")
 #: the PRN's own argmax wherever it differs (prn.refine_min_confidence 0), scored beside the written
@@ -86,11 +89,12 @@ def suggested(seed: int, k_max: int, args, data: Path, out: Path) -> list[str]:
 
 def needs_queue(strategies: list[str]) -> bool:
     """Whether a strategy takes the images from the ``--suggest`` queue."""
-    return any(s in ("suggest", "suggest_split") for s in strategies)
+    return any(STRATEGIES[s][0] == "suggest" for s in strategies)
 
 
 def chosen(strategy: str, seed: int, k: int, queue: list[str], images: list[str]) -> list[str]:
-    if strategy in ("suggest", "suggest_split"):
+    """The queue's first K, or K images drawn from (seed, K) alone: random and random_prn get the same."""
+    if STRATEGIES[strategy][0] == "suggest":
         return queue[:k]
     return sorted(random.Random(1000 * seed + k).sample(images, k))
 
@@ -156,16 +160,19 @@ def summarise(doc: dict) -> dict:
         for metric in ("target_miou", "pl_written_miou"):
             pairs = {f"suggest_k{k}_minus_random_k{k}": (f"suggest_k{k}", f"random_k{k}"),
                      f"suggest_k{k}_minus_prn_k0": (f"suggest_k{k}", "prn_k0"),
-                     f"suggest_split_k{k}_minus_suggest_k{k}": (f"suggest_split_k{k}", f"suggest_k{k}")}
+                     f"suggest_split_k{k}_minus_suggest_k{k}": (f"suggest_split_k{k}", f"suggest_k{k}"),
+                     f"suggest_prn_k{k}_minus_random_prn_k{k}": (f"suggest_prn_k{k}", f"random_prn_k{k}"),
+                     f"suggest_prn_k{k}_minus_suggest_k{k}": (f"suggest_prn_k{k}", f"suggest_k{k}")}
             for name, (a, b) in pairs.items():
                 s = significance(by_seed(a, metric), by_seed(b, metric))
                 if s:
                     sig[f"{name}:{metric}"] = s
         st = {r["seed"]: r["target_miou"] for r in doc.get("self_training", [])}
-        s = significance(by_seed(f"suggest_k{k}", "target_miou"), st)
-        if s:
-            sig[f"suggest_k{k}_minus_self_training:target_miou"] = s
-        for strategy in ("suggest", "suggest_split"):
+        for strategy in ("suggest", "suggest_prn"):
+            s = significance(by_seed(f"{strategy}_k{k}", "target_miou"), st)
+            if s:
+                sig[f"{strategy}_k{k}_minus_self_training:target_miou"] = s
+        for strategy in ("suggest", "suggest_split", "suggest_prn", "random_prn"):
             raw = by_seed(f"{strategy}_k{k}", "pl_raw_miou")
             for labels in ("written", "prn_argmax"):
                 s = significance(by_seed(f"{strategy}_k{k}", f"pl_{labels}_miou"), raw)
@@ -220,7 +227,8 @@ def parse_args(argv=None):
     ap.add_argument("--k", default="10", help="comma list of labelled-image counts, e.g. 5,10,25,50 (default 10)")
     ap.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
                     help="suggest (prnseg label --suggest), random, suggest_split (suggest, half of the images for "
-                         "the PRN alone: data.target_labeled.prn_fraction=0.5)")
+                         "the PRN alone: data.target_labeled.prn_fraction=0.5), suggest_prn and random_prn (all "
+                         "of them for the PRN alone: prn_fraction=1)")
     ap.add_argument("--adapt-iters", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--set", dest="overrides", action="append", default=[])

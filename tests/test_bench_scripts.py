@@ -364,8 +364,14 @@ def test_few_labels_random_choice_is_seeded_and_suggest_takes_the_queue_prefix()
     assert few.chosen("suggest", 0, 2, ["x.png", "y.png", "z.png"], images) == ["x.png", "y.png"]
     assert few.chosen("suggest_split", 0, 2, ["x.png", "y.png", "z.png"], images) == ["x.png", "y.png"]
     assert few.needs_queue(["suggest_split"]) and few.needs_queue(["random", "suggest"])
-    assert not few.needs_queue(["random"])
+    assert not few.needs_queue(["random"]) and not few.needs_queue(["random_prn"]) and few.needs_queue(["suggest_prn"])
     assert few.STRATEGY_OVERRIDES["suggest_split"] == {"data.target_labeled.prn_fraction": 0.5}
+    # the PRN-only strategies: the same images as their student counterparts, all of them for the PRN
+    assert few.chosen("random_prn", 1, 10, [], images) == a
+    assert few.chosen("suggest_prn", 0, 2, ["x.png", "y.png", "z.png"], images) == ["x.png", "y.png"]
+    assert few.STRATEGY_OVERRIDES["suggest_prn"] == few.STRATEGY_OVERRIDES["random_prn"] == \
+        {"data.target_labeled.prn_fraction": 1.0}
+    assert "suggest" not in few.STRATEGY_OVERRIDES and "random" not in few.STRATEGY_OVERRIDES
 
 
 def test_few_labels_judges_the_split_against_suggest():
@@ -379,6 +385,25 @@ def test_few_labels_judges_the_split_against_suggest():
     assert sig["suggest_split_k10_minus_suggest_k10:target_miou"]["verdict"] == "loss"
     assert sig["suggest_split_k10_written_minus_raw:pl_miou"]["verdict"] == "gain"
     assert "| 10 | suggest_split | 0, 1, 2 |" in few.report(doc)
+
+
+def test_few_labels_judges_the_prn_only_strategies_against_random_and_self_training():
+    few = _load("few_labels")
+    rows = [r for r in _few_label_rows() if r["strategy"] == "suggest"]
+    prn = [{**r, "strategy": "suggest_prn", "target_miou": r["target_miou"] - 0.05,
+            "pl_written_miou": r["pl_raw_miou"] + 0.03 + 0.001 * r["seed"]} for r in rows]
+    rnd = [{**r, "strategy": "random_prn", "target_miou": r["target_miou"] - 0.05 - 0.01 * (r["seed"] % 2),
+            "pl_written_miou": r["pl_raw_miou"]} for r in rows]
+    st = [{"seed": r["seed"], "target_miou": r["target_miou"] - 0.2} for r in rows]
+    doc = few.summarise({"benchmark": {"version": 4, "seeds": [0, 1, 2]}, "command": "c", "runs": rows + prn + rnd,
+                         "self_training": st})
+    sig = doc["significance"]
+    assert sig["suggest_prn_k10_minus_suggest_k10:target_miou"]["verdict"] == "loss"
+    assert sig["suggest_prn_k10_minus_random_prn_k10:target_miou"]["verdict"] == "not significant"
+    assert sig["suggest_prn_k10_minus_self_training:target_miou"]["verdict"] == "gain"
+    assert sig["suggest_prn_k10_written_minus_raw:pl_miou"]["verdict"] == "gain"
+    assert sig["random_prn_k10_written_minus_raw:pl_miou"]["differences"] == [0.0, 0.0, 0.0]
+    assert "| 10 | random_prn | 0, 1, 2 |" in few.report(doc)
 
 
 def test_noise_signals_auroc_and_verdicts_on_hand_made_numbers():
