@@ -103,3 +103,19 @@ def test_prn_fraction_splits_the_labelled_images_between_student_and_prn(synth_r
     cfg.data.target_labeled.prn_fraction = 0.5
     with pytest.raises(ConfigError, match="prn_fraction=0.5 keeps images for the PRN, which uda.mode=self_training"):
         UDATrainer(cfg, tmp_path / "run-st", progress=False)
+
+
+def test_prn_fraction_1_teaches_the_prn_alone(synth_root, tmp_path):
+    """``prn_fraction=1`` (bench strategy ``suggest_prn``): the labels reach the PRN every step and
+    the student never; it learns them only through the PRN's written pseudo-labels."""
+    from prnseg.training.trainer import UDATrainer
+
+    torch.set_num_threads(1)
+    cfg = _cfg(synth_root, tmp_path)
+    cfg.data.target_labeled.prn_fraction = 1.0
+    trainer = UDATrainer(cfg, tmp_path / "run", progress=False)
+    assert trainer.labeled_student is None and len(trainer.labeled_prn) == 2
+    trainer.fit()
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert rows and all(float(r["prn_ref_labeled"]) > 0 and float(r["prn_noise_labeled"]) > 0 for r in rows)
+    assert all(not r.get("target_labeled") for r in rows)
