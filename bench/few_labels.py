@@ -178,6 +178,11 @@ def summarise(doc: dict) -> dict:
                 s = significance(by_seed(f"{strategy}_k{k}", f"pl_{labels}_miou"), raw)
                 if s:
                     sig[f"{strategy}_k{k}_{labels}_minus_raw:pl_miou"] = s
+        # the routes whose PRN learns from labels its teacher never fits
+        for strategy in ("suggest_prn", "random_prn"):
+            s = significance(by_seed(f"{strategy}_k{k}", "noise_auroc"), by_seed(f"{strategy}_k{k}", "softmax_auroc"))
+            if s:
+                sig[f"{strategy}_k{k}_noise_mask_minus_max_softmax:auroc"] = s
     doc["significance"] = sig
     return doc
 

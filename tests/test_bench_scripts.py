@@ -403,6 +403,8 @@ def test_few_labels_judges_the_prn_only_strategies_against_random_and_self_train
     assert sig["suggest_prn_k10_minus_self_training:target_miou"]["verdict"] == "gain"
     assert sig["suggest_prn_k10_written_minus_raw:pl_miou"]["verdict"] == "gain"
     assert sig["random_prn_k10_written_minus_raw:pl_miou"]["differences"] == [0.0, 0.0, 0.0]
+    assert sig["suggest_prn_k10_noise_mask_minus_max_softmax:auroc"]["differences"] == pytest.approx([-0.05] * 3)
+    assert not any("suggest_k10_noise_mask" in name for name in sig)
     assert "| 10 | random_prn | 0, 1, 2 |" in few.report(doc)
 
 
