@@ -40,6 +40,8 @@ STRATEGIES = {"suggest": ("suggest", 0.0), "random": ("random", 0.0), "suggest_s
               "suggest_prn": ("suggest", 1.0), "random_prn": ("random", 1.0)}
 DEFAULT_STRATEGIES = ("suggest", "random")
 STRATEGY_OVERRIDES = {s: {"data.target_labeled.prn_fraction": f} for s, (_, f) in STRATEGIES.items() if f}
+#: the routes whose labels teach the PRN alone: their noise mask is judged against max-softmax
+PRN_ALONE = tuple(s for s, (_, f) in STRATEGIES.items() if f == 1.0)
 METRICS = ("target_miou", "pl_raw_miou", "pl_written_miou", "pl_prn_argmax_miou", "noise_auroc", "softmax_auroc",
            "wall_s")
 #: the PRN's own argmax wherever it differs (prn.refine_min_confidence 0), scored beside the written
@@ -178,8 +180,7 @@ def summarise(doc: dict) -> dict:
                 s = significance(by_seed(f"{strategy}_k{k}", f"pl_{labels}_miou"), raw)
                 if s:
                     sig[f"{strategy}_k{k}_{labels}_minus_raw:pl_miou"] = s
-        # the routes whose PRN learns from labels its teacher never fits
-        for strategy in ("suggest_prn", "random_prn"):
+        for strategy in PRN_ALONE:
             s = significance(by_seed(f"{strategy}_k{k}", "noise_auroc"), by_seed(f"{strategy}_k{k}", "softmax_auroc"))
             if s:
                 sig[f"{strategy}_k{k}_noise_mask_minus_max_softmax:auroc"] = s
